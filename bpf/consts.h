@@ -58,4 +58,5 @@ volatile const __u32 wl_snippet_len = 2048;          /* bytes of payload copied 
 volatile const __u32 wl_flow_sample = 1;             /* track 1 in N flows (by key hash); 1 = all */
 volatile const __u64 wl_idle_timeout_ns = 60000000000ULL;   /* no packet for this long -> idle record */
 volatile const __u64 wl_active_timeout_ns = 120000000000ULL; /* interim record at least this often */
+volatile const __u64 wl_wakeup_bytes = 65536;              /* wake the reader when this much is pending */
 volatile const __u64 wl_close_timeout_ns = 5000000000ULL;   /* closed (FIN both ways / RST) but not yet exported */

@@ -125,11 +125,25 @@ static __always_inline void hdr_fill(struct wl_event_hdr *h, __u8 type, __u16 si
 	h->ts_ns = now;
 }
 
+/* rb_flags chooses the wakeup for a ring-buffer write of size bytes. Waking
+ * the reader on every record (the default while it keeps up) halves what the
+ * program can produce; instead the reader is woken once when pending data
+ * crosses wl_wakeup_bytes, and otherwise polls every few milliseconds
+ * (dataplane/reader.go), which bounds the delay of a quiet ring. */
+static __always_inline __u64 rb_flags(__u32 size)
+{
+	__u64 avail = bpf_ringbuf_query(&wl_events_v1, BPF_RB_AVAIL_DATA);
+	if (avail < wl_wakeup_bytes && avail + size >= wl_wakeup_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
 /* emit_flow writes a flow record; returns 0 on success, -1 if the ring was
  * full (counted). The caller decides what a failure means for the entry. */
 static __always_inline int emit_flow(struct wl_flow *f, const struct wl_flow_key *ck, __u8 reason,
 				     __u8 final, __u64 now, struct wl_stats *st)
 {
+	__u64 wake = rb_flags(sizeof(struct wl_flow_event));
 	struct wl_flow_event *e = bpf_ringbuf_reserve(&wl_events_v1, sizeof(*e), 0);
 	if (!e) {
 		STAT_ADD(st, WL_STAT_EV_FLOW_FAIL, 1);
@@ -158,7 +172,7 @@ static __always_inline int emit_flow(struct wl_flow *f, const struct wl_flow_key
 	e->packets[1] = f->packets[1];
 	e->bytes[0] = f->bytes[0];
 	e->bytes[1] = f->bytes[1];
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, wake);
 	STAT_ADD(st, WL_STAT_EV_FLOW, 1);
 	return 0;
 }
@@ -213,7 +227,7 @@ static __always_inline void emit_snippet(struct xdp_md *ctx, const struct pkt *p
 	s->payload_len = p->payload_len > 0xffff ? 0xffff : p->payload_len;
 	s->cap_len = cap;
 	__builtin_memset(s->pad, 0, sizeof(s->pad));
-	if (bpf_ringbuf_output(&wl_events_v1, s, size, 0) < 0)
+	if (bpf_ringbuf_output(&wl_events_v1, s, size, rb_flags(size)) < 0)
 		STAT_ADD(st, WL_STAT_EV_SNIPPET_FAIL, 1);
 	else
 		STAT_ADD(st, WL_STAT_EV_SNIPPET, 1);

@@ -160,7 +160,7 @@ func (d *Dataplane) reusePinned(ifname string, ifindex int, mode Mode) (link.Lin
 	case int(info.XDP().Ifindex) != ifindex:
 		reason = fmt.Sprintf("pinned link is on ifindex %d, interface now has ifindex %d (recreated)", info.XDP().Ifindex, ifindex)
 	default:
-		cur, err := attachedMode(ifindex)
+		cur, err := AttachedMode(ifindex)
 		if err != nil {
 			reason = err.Error()
 		} else if cur != mode {
@@ -182,8 +182,8 @@ func (d *Dataplane) reusePinned(ifname string, ifindex int, mode Mode) (link.Lin
 	return nil, reason, nil
 }
 
-// attachedMode asks the kernel which XDP mode ifindex has a program in.
-func attachedMode(ifindex int) (Mode, error) {
+// AttachedMode asks the kernel which XDP mode ifindex has a program in.
+func AttachedMode(ifindex int) (Mode, error) {
 	nl, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
 		return "", fmt.Errorf("query xdp state of ifindex %d: %w", ifindex, err)

@@ -229,6 +229,7 @@ const (
 	bpfVarWlFlowSample       = "wl_flow_sample"
 	bpfVarWlIdleTimeoutNs    = "wl_idle_timeout_ns"
 	bpfVarWlSnippetLen       = "wl_snippet_len"
+	bpfVarWlWakeupBytes      = "wl_wakeup_bytes"
 )
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -312,6 +313,7 @@ type bpfVariableSpecs struct {
 	WlFlowSample       *ebpf.VariableSpec `ebpf:"wl_flow_sample"`
 	WlIdleTimeoutNs    *ebpf.VariableSpec `ebpf:"wl_idle_timeout_ns"`
 	WlSnippetLen       *ebpf.VariableSpec `ebpf:"wl_snippet_len"`
+	WlWakeupBytes      *ebpf.VariableSpec `ebpf:"wl_wakeup_bytes"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -382,6 +384,7 @@ type bpfVariables struct {
 	WlFlowSample       *ebpf.Variable `ebpf:"wl_flow_sample"`
 	WlIdleTimeoutNs    *ebpf.Variable `ebpf:"wl_idle_timeout_ns"`
 	WlSnippetLen       *ebpf.Variable `ebpf:"wl_snippet_len"`
+	WlWakeupBytes      *ebpf.Variable `ebpf:"wl_wakeup_bytes"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.

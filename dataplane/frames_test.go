@@ -2,7 +2,6 @@ package dataplane
 
 import (
 	"crypto/tls"
-	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -184,8 +183,7 @@ func (c *collected) HandleSnippet(s *event.Snippet) {
 func drain(t testing.TB, r *Reader) collected {
 	t.Helper()
 	var c collected
-	r.SetDeadline(time.Now())
-	if err := r.Run(&c); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+	if err := r.Drain(&c); err != nil {
 		t.Fatalf("read ring: %v", err)
 	}
 	if st := r.Stats(); st.Malformed != 0 {

@@ -55,6 +55,9 @@ const (
 	DefaultIdleTimeout   = 60 * time.Second
 	DefaultActiveTimeout = 120 * time.Second
 	DefaultCloseTimeout  = 5 * time.Second
+	// DefaultWakeupBytes: the program wakes the reader when this much is
+	// pending (a quarter of the ring at most); below it the reader polls.
+	DefaultWakeupBytes = 64 << 10
 )
 
 func (o *Options) setDefaults() {
@@ -207,6 +210,7 @@ func (d *Dataplane) spec() (*ebpf.CollectionSpec, error) {
 		"wl_idle_timeout_ns":   uint64(o.IdleTimeout),
 		"wl_active_timeout_ns": uint64(o.ActiveTimeout),
 		"wl_close_timeout_ns":  uint64(o.CloseTimeout),
+		"wl_wakeup_bytes":      uint64(min(DefaultWakeupBytes, o.RingBytes/4)),
 	}
 	for name, v := range vars {
 		vs, ok := spec.Variables[name]

@@ -56,12 +56,8 @@ func (d *Dataplane) NewReader() (*Reader, error) {
 	return NewReader(d.objs.WlEventsV1, d.clock)
 }
 
-// Close stops Run and ReadBatch.
+// Close stops Run.
 func (r *Reader) Close() error { return r.rd.Close() }
-
-// SetDeadline makes Run/ReadBatch return os.ErrDeadlineExceeded once the
-// ring is empty after t (zero: no deadline).
-func (r *Reader) SetDeadline(t time.Time) { r.rd.SetDeadline(t) }
 
 // Stats returns what the reader has delivered so far.
 func (r *Reader) Stats() ReaderStats {
@@ -72,24 +68,44 @@ func (r *Reader) Stats() ReaderStats {
 	return s
 }
 
-// Run delivers events to h until the reader is closed (returns nil) or the
-// deadline passes (returns os.ErrDeadlineExceeded). Run must not be called
-// concurrently with itself.
+// PollInterval bounds how long an event can wait in a quiet ring: the fast
+// path wakes the reader only when DefaultWakeupBytes are pending (waking it
+// per event halves what the program can produce), so Run also polls.
+const PollInterval = 10 * time.Millisecond
+
+// Run delivers events to h until the reader is closed (then it returns
+// nil). Run and Drain must not be called concurrently.
 func (r *Reader) Run(h event.Handler) error {
 	for {
-		if err := r.rd.ReadInto(&r.rec); err != nil {
-			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
-				return nil
-			}
+		r.rd.SetDeadline(time.Now().Add(PollInterval))
+		err := r.rd.ReadInto(&r.rec)
+		switch {
+		case err == nil:
+			r.dispatch(r.rec.RawSample, h)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
+			return nil
+		default:
 			return err
 		}
-		r.dispatch(r.rec.RawSample, h)
 	}
 }
 
-// Flush makes a blocked Run return the records already in the ring first
-// and then ringbuf.ErrFlushed.
-func (r *Reader) Flush() error { return r.rd.Flush() }
+// Drain delivers the events already in the ring to h and returns.
+func (r *Reader) Drain(h event.Handler) error {
+	r.rd.SetDeadline(time.Now())
+	for {
+		err := r.rd.ReadInto(&r.rec)
+		switch {
+		case err == nil:
+			r.dispatch(r.rec.RawSample, h)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return nil
+		default:
+			return err
+		}
+	}
+}
 
 // Pending returns the bytes waiting in the ring.
 func (r *Reader) Pending() int { return r.rd.AvailableBytes() }

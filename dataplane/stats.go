@@ -12,35 +12,35 @@ import (
 type Stat uint32
 
 const (
-	StatRxPackets       = Stat(bpfWlStatWL_STAT_RX_PACKETS)
-	StatRxBytes         = Stat(bpfWlStatWL_STAT_RX_BYTES)
-	StatPass            = Stat(bpfWlStatWL_STAT_PASS)
-	StatDrop            = Stat(bpfWlStatWL_STAT_DROP)
-	StatDropBytes       = Stat(bpfWlStatWL_STAT_DROP_BYTES)
-	StatNonIP           = Stat(bpfWlStatWL_STAT_NON_IP)
-	StatErrEth          = Stat(bpfWlStatWL_STAT_ERR_ETH)
-	StatErrVLAN         = Stat(bpfWlStatWL_STAT_ERR_VLAN)
-	StatErrIPv4         = Stat(bpfWlStatWL_STAT_ERR_IPV4)
-	StatErrIPv6         = Stat(bpfWlStatWL_STAT_ERR_IPV6)
-	StatErrIPv6Ext      = Stat(bpfWlStatWL_STAT_ERR_IPV6EXT)
-	StatErrL4           = Stat(bpfWlStatWL_STAT_ERR_L4)
-	StatFragments       = Stat(bpfWlStatWL_STAT_FRAGMENTS)
-	StatBlockSrc        = Stat(bpfWlStatWL_STAT_BLOCK_SRC)
-	StatBlockDst        = Stat(bpfWlStatWL_STAT_BLOCK_DST)
-	StatAllowlisted     = Stat(bpfWlStatWL_STAT_ALLOWLISTED)
-	StatFlowNew         = Stat(bpfWlStatWL_STAT_FLOW_NEW)
-	StatFlowInsertFail  = Stat(bpfWlStatWL_STAT_FLOW_INSERT_FAIL)
-	StatFlowDeleted     = Stat(bpfWlStatWL_STAT_FLOW_DELETED)
-	StatFlowSampledOut  = Stat(bpfWlStatWL_STAT_FLOW_SAMPLED_OUT)
-	StatEvFlow          = Stat(bpfWlStatWL_STAT_EV_FLOW)
-	StatEvFlowFail      = Stat(bpfWlStatWL_STAT_EV_FLOW_FAIL)
-	StatEvSnippet       = Stat(bpfWlStatWL_STAT_EV_SNIPPET)
-	StatEvSnippetFail   = Stat(bpfWlStatWL_STAT_EV_SNIPPET_FAIL)
-	StatSnippetTrunc    = Stat(bpfWlStatWL_STAT_SNIPPET_TRUNC)
-	StatUnknownPort     = Stat(bpfWlStatWL_STAT_UNKNOWN_PORT)
-	StatSweepRuns       = Stat(bpfWlStatWL_STAT_SWEEP_RUNS)
-	StatSweepExpired    = Stat(bpfWlStatWL_STAT_SWEEP_EXPIRED)
-	NumStats            = int(bpfWlStatWL_STAT_MAX)
+	StatRxPackets      = Stat(bpfWlStatWL_STAT_RX_PACKETS)
+	StatRxBytes        = Stat(bpfWlStatWL_STAT_RX_BYTES)
+	StatPass           = Stat(bpfWlStatWL_STAT_PASS)
+	StatDrop           = Stat(bpfWlStatWL_STAT_DROP)
+	StatDropBytes      = Stat(bpfWlStatWL_STAT_DROP_BYTES)
+	StatNonIP          = Stat(bpfWlStatWL_STAT_NON_IP)
+	StatErrEth         = Stat(bpfWlStatWL_STAT_ERR_ETH)
+	StatErrVLAN        = Stat(bpfWlStatWL_STAT_ERR_VLAN)
+	StatErrIPv4        = Stat(bpfWlStatWL_STAT_ERR_IPV4)
+	StatErrIPv6        = Stat(bpfWlStatWL_STAT_ERR_IPV6)
+	StatErrIPv6Ext     = Stat(bpfWlStatWL_STAT_ERR_IPV6EXT)
+	StatErrL4          = Stat(bpfWlStatWL_STAT_ERR_L4)
+	StatFragments      = Stat(bpfWlStatWL_STAT_FRAGMENTS)
+	StatBlockSrc       = Stat(bpfWlStatWL_STAT_BLOCK_SRC)
+	StatBlockDst       = Stat(bpfWlStatWL_STAT_BLOCK_DST)
+	StatAllowlisted    = Stat(bpfWlStatWL_STAT_ALLOWLISTED)
+	StatFlowNew        = Stat(bpfWlStatWL_STAT_FLOW_NEW)
+	StatFlowInsertFail = Stat(bpfWlStatWL_STAT_FLOW_INSERT_FAIL)
+	StatFlowDeleted    = Stat(bpfWlStatWL_STAT_FLOW_DELETED)
+	StatFlowSampledOut = Stat(bpfWlStatWL_STAT_FLOW_SAMPLED_OUT)
+	StatEvFlow         = Stat(bpfWlStatWL_STAT_EV_FLOW)
+	StatEvFlowFail     = Stat(bpfWlStatWL_STAT_EV_FLOW_FAIL)
+	StatEvSnippet      = Stat(bpfWlStatWL_STAT_EV_SNIPPET)
+	StatEvSnippetFail  = Stat(bpfWlStatWL_STAT_EV_SNIPPET_FAIL)
+	StatSnippetTrunc   = Stat(bpfWlStatWL_STAT_SNIPPET_TRUNC)
+	StatUnknownPort    = Stat(bpfWlStatWL_STAT_UNKNOWN_PORT)
+	StatSweepRuns      = Stat(bpfWlStatWL_STAT_SWEEP_RUNS)
+	StatSweepExpired   = Stat(bpfWlStatWL_STAT_SWEEP_EXPIRED)
+	NumStats           = int(bpfWlStatWL_STAT_MAX)
 )
 
 type statDesc struct{ name, help string }
@@ -141,4 +141,25 @@ func readStats(stats, sweep *ebpf.Map, clock *Clock, tableSize uint32) (Stats, e
 	}
 	s.FlowEvictions = ss.Evicted
 	return s, nil
+}
+
+// ReadPinnedStats reads the counters of a fast path pinned in pinDir,
+// without loading it (for the CLI; works while the daemon is down).
+func ReadPinnedStats(pinDir string) (Stats, error) {
+	stats, err := ebpf.LoadPinnedMap(pinDir+"/wl_stats_v1", nil)
+	if err != nil {
+		return Stats{}, fmt.Errorf("open pinned counters in %s: %w", pinDir, err)
+	}
+	defer stats.Close()
+	sweep, err := ebpf.LoadPinnedMap(pinDir+"/wl_sweep_v1", nil)
+	if err != nil {
+		return Stats{}, fmt.Errorf("open pinned sweep state in %s: %w", pinDir, err)
+	}
+	defer sweep.Close()
+	var size uint32
+	if flows, err := ebpf.LoadPinnedMap(pinDir+"/wl_flows_v1", nil); err == nil {
+		size = flows.MaxEntries()
+		flows.Close()
+	}
+	return readStats(stats, sweep, NewClock(), size)
 }

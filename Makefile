@@ -1,0 +1,51 @@
+# Wardline — see README.md. Everything here runs as root on a Linux box with
+# BPF, XDP and network namespaces (CI does); `make test` skips root-only tests
+# with a message when not root.
+
+GO      ?= go
+BIN     := bin
+PKGS    := ./...
+# Go test flags: -p 2 fits the 2-core CI machines; integration tests build
+# uniquely named namespaces, so packages may run in parallel.
+TESTFLAGS ?= -count=1 -p 2 -timeout 25m
+
+.PHONY: all generate vmlinux build test test-short lint bench demo clean fuzz
+
+all: build
+
+## generate: compile bpf/ with bpf2go (needs clang, llvm, libbpf-dev); output is committed
+generate:
+	cd dataplane && $(GO) generate ./...
+
+## vmlinux: refresh bpf/include/vmlinux.h from the running kernel's BTF (committed)
+vmlinux:
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/include/vmlinux.h
+
+## build: the daemon and the CLI into bin/
+build:
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./appliance/cmd/...
+
+## lint: gofmt and go vet
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+## test: lint, then every test (root netns integration tests included when root)
+test: lint
+	$(GO) test $(TESTFLAGS) $(PKGS)
+
+## test-short: pure-Go and packet-table tests only
+test-short:
+	$(GO) test -short $(TESTFLAGS) $(PKGS)
+
+## bench: fast-path benchmarks with ratios against their baselines (see docs/benchmarks.md)
+bench: build
+	$(BIN)/wardline bench $(BENCHFLAGS)
+
+## demo: bring up the lab with the appliance inline and show live flows crossing it
+demo: build
+	$(BIN)/wardline lab demo $(DEMOFLAGS)
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,55 @@
+// Binary wardlined is the Wardline appliance daemon: it sets up the bridge
+// between the inside and outside ports, attaches the XDP fast path to both,
+// reads its events and serves the management API (see package daemon).
+// SIGTERM stops it and leaves the fast path attached, so the box keeps
+// forwarding and blocking.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/wardline/wardline/appliance/config"
+	"github.com/wardline/wardline/appliance/daemon"
+	"github.com/wardline/wardline/dataplane"
+)
+
+var (
+	configPath = flag.String("config", "/perm/wardline/wardlined.json", "configuration file")
+	check      = flag.Bool("check", false, "validate the configuration and exit")
+	uninstall  = flag.Bool("uninstall", false, "detach the fast path, remove its pins and exit (the bridge stays)")
+)
+
+func logic() error {
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		return err
+	}
+	if *check {
+		fmt.Printf("%s: OK\n", *configPath)
+		return nil
+	}
+	if *uninstall {
+		if err := dataplane.Unpin(cfg.Dataplane.PinDir); err != nil {
+			return err
+		}
+		log.Printf("removed pins in %s; XDP programs detached", cfg.Dataplane.PinDir)
+		return nil
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return daemon.Run(ctx, cfg, daemon.Options{Logf: log.Printf})
+}
+
+func main() {
+	flag.Parse()
+	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
+	if err := logic(); err != nil {
+		log.Fatal(err)
+	}
+}

@@ -1,0 +1,370 @@
+// Package config reads wardlined's configuration file: JSON, decoded
+// strictly (unknown fields, trailing data and type mismatches are errors
+// that carry their line and column) into a raw form, then validated into
+// typed values with errors that name the offending field.
+//
+// The reference configuration, with every field, is reference.json in this
+// directory; a test parses it.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/wardline/wardline/dataplane"
+)
+
+// Config is the validated configuration.
+type Config struct {
+	Bridge     Bridge
+	Management Management
+	Dataplane  Dataplane
+	Log        Log
+}
+
+// Bridge describes the bump-in-the-wire: two ports in one bridge.
+type Bridge struct {
+	Name    string // bridge device, e.g. br0
+	Inside  string // port facing the office / LAN
+	Outside string // port facing the uplink / WAN
+	// Create makes wardlined create the bridge and enslave the ports if
+	// they are not already; with false it only checks.
+	Create bool
+}
+
+// Management is the separate interface the box is managed through.
+type Management struct {
+	Interface string
+	Addresses []netip.Prefix // assigned at start if missing; empty: left alone (e.g. DHCP)
+	Listen    netip.AddrPort // management API and /metrics
+}
+
+// StaticBlock is a blocklist entry from the configuration.
+type StaticBlock struct {
+	Prefix netip.Prefix
+	List   dataplane.List // BlockSrc or BlockDst
+}
+
+// Dataplane holds the fast path's knobs.
+type Dataplane struct {
+	Mode          dataplane.Mode
+	BPFFS         string // bpffs mountpoint
+	PinDir        string // directory under BPFFS for Wardline's pins
+	FlowTableSize uint32
+	RingBytes     uint32
+	SnippetBytes  uint32
+	FlowSample    uint32
+	IdleTimeout   time.Duration
+	ActiveTimeout time.Duration
+	CloseTimeout  time.Duration
+	SweepInterval time.Duration
+	Allowlist     []netip.Prefix
+	Blocklist     []StaticBlock
+}
+
+// Options converts to dataplane load options.
+func (d Dataplane) Options() dataplane.Options {
+	return dataplane.Options{
+		PinDir:        d.PinDir,
+		FlowTableSize: d.FlowTableSize,
+		RingBytes:     d.RingBytes,
+		SnippetLen:    d.SnippetBytes,
+		FlowSample:    d.FlowSample,
+		IdleTimeout:   d.IdleTimeout,
+		ActiveTimeout: d.ActiveTimeout,
+		CloseTimeout:  d.CloseTimeout,
+	}
+}
+
+// Log selects what wardlined writes to its log.
+type Log struct {
+	Flows    bool // one line per flow record
+	Snippets bool // one line per payload snippet
+}
+
+// raw mirrors the file. Pointers distinguish "absent" from zero.
+type raw struct {
+	Bridge *struct {
+		Name    string `json:"name"`
+		Inside  string `json:"inside"`
+		Outside string `json:"outside"`
+		Create  *bool  `json:"create"`
+	} `json:"bridge"`
+	Management *struct {
+		Interface string   `json:"interface"`
+		Addresses []string `json:"addresses"`
+		Listen    string   `json:"listen"`
+	} `json:"management"`
+	Dataplane *struct {
+		XDPMode         string   `json:"xdp_mode"`
+		BPFFS           string   `json:"bpffs"`
+		PinDir          string   `json:"pin_dir"`
+		FlowTableSize   *int64   `json:"flow_table_size"`
+		RingBufferBytes *int64   `json:"ring_buffer_bytes"`
+		SnippetBytes    *int64   `json:"snippet_bytes"`
+		FlowSampleOneIn *int64   `json:"flow_sample_one_in"`
+		IdleTimeout     string   `json:"idle_timeout"`
+		ActiveTimeout   string   `json:"active_timeout"`
+		CloseTimeout    string   `json:"close_timeout"`
+		SweepInterval   string   `json:"sweep_interval"`
+		Allowlist       []string `json:"allowlist"`
+		Blocklist       []struct {
+			Prefix string `json:"prefix"`
+			Match  string `json:"match"`
+		} `json:"blocklist"`
+	} `json:"dataplane"`
+	Log *struct {
+		Flows    bool `json:"flows"`
+		Snippets bool `json:"snippets"`
+	} `json:"log"`
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, b)
+}
+
+// Parse decodes and validates b; name is used in error messages.
+func Parse(name string, b []byte) (*Config, error) {
+	var r raw
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("%s:%s", name, describeDecodeError(b, dec, err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		line, col := position(b, dec.InputOffset())
+		return nil, fmt.Errorf("%s:%d:%d: unexpected data after the configuration object", name, line, col)
+	}
+	c, errs := r.validate()
+	if len(errs) > 0 {
+		msgs := make([]string, len(errs))
+		for i, e := range errs {
+			msgs[i] = fmt.Sprintf("%s: %v", name, e)
+		}
+		return nil, errors.New(strings.Join(msgs, "\n"))
+	}
+	return c, nil
+}
+
+func describeDecodeError(b []byte, dec *json.Decoder, err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		// Offset counts the offending byte; point at it.
+		line, col := position(b, se.Offset-1)
+		return fmt.Sprintf("%d:%d: syntax error: %v", line, col, se)
+	case errors.As(err, &te):
+		line, col := position(b, te.Offset)
+		return fmt.Sprintf("%d:%d: field %s: cannot use a JSON %s as %v", line, col, te.Field, te.Value, te.Type)
+	case errors.Is(err, io.EOF):
+		return " empty file: want a JSON object"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return " unexpected end of file (unterminated object or string?)"
+	}
+	// Unknown fields: the decoder stops right after the key.
+	line, col := position(b, dec.InputOffset())
+	return fmt.Sprintf("%d:%d: %v", line, col, strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// position converts a byte offset to a 1-based line and column.
+func position(b []byte, off int64) (line, col int) {
+	off = max(0, min(off, int64(len(b))))
+	line, col = 1, 1
+	for _, c := range b[:off] {
+		if c == '\n' {
+			line++
+			col = 1
+		} else {
+			col++
+		}
+	}
+	return line, col
+}
+
+// Defaults.
+const (
+	DefaultBPFFS         = "/sys/fs/bpf"
+	DefaultPinDir        = "/sys/fs/bpf/wardline"
+	DefaultSweepInterval = time.Second
+)
+
+func (r *raw) validate() (*Config, []error) {
+	var errs []error
+	fail := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	c := &Config{}
+
+	if r.Bridge == nil {
+		fail("bridge", "required (name, inside, outside)")
+	} else {
+		b := r.Bridge
+		c.Bridge = Bridge{Name: b.Name, Inside: b.Inside, Outside: b.Outside, Create: b.Create == nil || *b.Create}
+		for _, f := range []struct{ field, v string }{{"bridge.name", b.Name}, {"bridge.inside", b.Inside}, {"bridge.outside", b.Outside}} {
+			if err := checkIfname(f.v); err != nil {
+				fail(f.field, "%v", err)
+			}
+		}
+		if b.Inside != "" && b.Inside == b.Outside {
+			fail("bridge.outside", "%q is also the inside port; the two ports must differ", b.Outside)
+		}
+		if b.Name != "" && (b.Name == b.Inside || b.Name == b.Outside) {
+			fail("bridge.name", "%q is also a port name", b.Name)
+		}
+	}
+
+	if r.Management == nil {
+		fail("management", "required (interface, listen)")
+	} else {
+		m := r.Management
+		c.Management.Interface = m.Interface
+		if err := checkIfname(m.Interface); err != nil {
+			fail("management.interface", "%v", err)
+		} else if r.Bridge != nil && (m.Interface == r.Bridge.Inside || m.Interface == r.Bridge.Outside || m.Interface == r.Bridge.Name) {
+			fail("management.interface", "%q is part of the bridge; management must be a separate interface", m.Interface)
+		}
+		for i, a := range m.Addresses {
+			p, err := netip.ParsePrefix(a)
+			if err != nil {
+				fail(fmt.Sprintf("management.addresses[%d]", i), "%q is not an address with prefix length (like 198.18.254.1/24)", a)
+				continue
+			}
+			c.Management.Addresses = append(c.Management.Addresses, p)
+		}
+		ap, err := netip.ParseAddrPort(m.Listen)
+		switch {
+		case m.Listen == "":
+			fail("management.listen", "required (address:port on the management interface)")
+		case err != nil:
+			fail("management.listen", "%q is not address:port", m.Listen)
+		case ap.Port() == 0:
+			fail("management.listen", "port 0 is not allowed")
+		default:
+			c.Management.Listen = ap
+		}
+	}
+
+	if r.Dataplane == nil {
+		fail("dataplane", "required (at least xdp_mode)")
+	} else {
+		d := r.Dataplane
+		dp := &c.Dataplane
+		if d.XDPMode == "" {
+			fail("dataplane.xdp_mode", "required: \"generic\" or \"native\" (the mode is never chosen silently)")
+		} else if m, err := dataplane.ParseMode(d.XDPMode); err != nil {
+			fail("dataplane.xdp_mode", "%v", err)
+		} else {
+			dp.Mode = m
+		}
+		dp.BPFFS = orDefault(d.BPFFS, DefaultBPFFS)
+		dp.PinDir = orDefault(d.PinDir, DefaultPinDir)
+		if !strings.HasPrefix(dp.PinDir, strings.TrimSuffix(dp.BPFFS, "/")+"/") {
+			fail("dataplane.pin_dir", "%q must be below the bpffs mountpoint %q", dp.PinDir, dp.BPFFS)
+		}
+		intField := func(field string, v *int64, def, min, max int64) uint32 {
+			if v == nil {
+				return uint32(def)
+			}
+			if *v < min || *v > max {
+				fail(field, "%d is out of range [%d, %d]", *v, min, max)
+				return uint32(def)
+			}
+			return uint32(*v)
+		}
+		dp.FlowTableSize = intField("dataplane.flow_table_size", d.FlowTableSize, dataplane.DefaultFlowTableSize, 1024, 1<<26)
+		dp.RingBytes = intField("dataplane.ring_buffer_bytes", d.RingBufferBytes, dataplane.DefaultRingBytes, 4096, 1<<30)
+		if dp.RingBytes&(dp.RingBytes-1) != 0 {
+			fail("dataplane.ring_buffer_bytes", "%d is not a power of two", dp.RingBytes)
+		}
+		dp.SnippetBytes = intField("dataplane.snippet_bytes", d.SnippetBytes, dataplane.DefaultSnippetLen, 64, dataplane.MaxSnippetLen)
+		dp.FlowSample = intField("dataplane.flow_sample_one_in", d.FlowSampleOneIn, 1, 1, 1<<20)
+		durField := func(field, v string, def, min time.Duration) time.Duration {
+			if v == "" {
+				return def
+			}
+			x, err := time.ParseDuration(v)
+			if err != nil {
+				fail(field, "%q is not a duration (like \"60s\" or \"5m\")", v)
+				return def
+			}
+			if x < min {
+				fail(field, "%v is below the minimum %v", x, min)
+				return def
+			}
+			return x
+		}
+		dp.IdleTimeout = durField("dataplane.idle_timeout", d.IdleTimeout, dataplane.DefaultIdleTimeout, time.Second)
+		dp.ActiveTimeout = durField("dataplane.active_timeout", d.ActiveTimeout, dataplane.DefaultActiveTimeout, time.Second)
+		dp.CloseTimeout = durField("dataplane.close_timeout", d.CloseTimeout, dataplane.DefaultCloseTimeout, 100*time.Millisecond)
+		dp.SweepInterval = durField("dataplane.sweep_interval", d.SweepInterval, DefaultSweepInterval, 100*time.Millisecond)
+		if dp.CloseTimeout > dp.IdleTimeout {
+			fail("dataplane.close_timeout", "%v is longer than idle_timeout %v", dp.CloseTimeout, dp.IdleTimeout)
+		}
+		if dp.SweepInterval > dp.CloseTimeout {
+			fail("dataplane.sweep_interval", "%v is longer than close_timeout %v; closed flows would wait for the sweep", dp.SweepInterval, dp.CloseTimeout)
+		}
+		for i, a := range d.Allowlist {
+			p, err := netip.ParsePrefix(a)
+			if err != nil {
+				fail(fmt.Sprintf("dataplane.allowlist[%d]", i), "%q is not a prefix (like 198.18.0.1/32)", a)
+				continue
+			}
+			dp.Allowlist = append(dp.Allowlist, p.Masked())
+		}
+		for i, b := range d.Blocklist {
+			field := fmt.Sprintf("dataplane.blocklist[%d]", i)
+			p, err := netip.ParsePrefix(b.Prefix)
+			if err != nil {
+				fail(field+".prefix", "%q is not a prefix", b.Prefix)
+				continue
+			}
+			var l dataplane.List
+			switch b.Match {
+			case "src":
+				l = dataplane.BlockSrc
+			case "dst":
+				l = dataplane.BlockDst
+			default:
+				fail(field+".match", "%q: must be \"src\" or \"dst\"", b.Match)
+				continue
+			}
+			dp.Blocklist = append(dp.Blocklist, StaticBlock{Prefix: p.Masked(), List: l})
+		}
+	}
+	if r.Log != nil {
+		c.Log = Log{Flows: r.Log.Flows, Snippets: r.Log.Snippets}
+	}
+	return c, errs
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func checkIfname(s string) error {
+	switch {
+	case s == "":
+		return errors.New("required")
+	case len(s) > 15:
+		return fmt.Errorf("%q is longer than 15 characters (IFNAMSIZ)", s)
+	case strings.ContainsAny(s, "/ \t\n:") || s == "." || s == "..":
+		return fmt.Errorf("%q is not a valid interface name", s)
+	}
+	return nil
+}

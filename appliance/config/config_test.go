@@ -1,0 +1,96 @@
+package config
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wardline/wardline/dataplane"
+)
+
+func TestReferenceConfig(t *testing.T) {
+	c, err := Load("reference.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Bridge != (Bridge{Name: "br0", Inside: "in0", Outside: "out0", Create: true}) {
+		t.Errorf("bridge %+v", c.Bridge)
+	}
+	if c.Management.Listen != netip.MustParseAddrPort("198.18.254.1:9100") || len(c.Management.Addresses) != 1 {
+		t.Errorf("management %+v", c.Management)
+	}
+	d := c.Dataplane
+	if d.Mode != dataplane.ModeGeneric || d.PinDir != "/sys/fs/bpf/wardline" || d.FlowTableSize != 262144 ||
+		d.RingBytes != 16<<20 || d.SnippetBytes != 2048 || d.IdleTimeout != time.Minute || d.ActiveTimeout != 2*time.Minute ||
+		d.CloseTimeout != 5*time.Second || d.SweepInterval != time.Second {
+		t.Errorf("dataplane %+v", d)
+	}
+	if len(d.Allowlist) != 2 || len(d.Blocklist) != 2 || d.Blocklist[1].List != dataplane.BlockDst {
+		t.Errorf("lists %+v %+v", d.Allowlist, d.Blocklist)
+	}
+	if !c.Log.Flows || c.Log.Snippets {
+		t.Errorf("log %+v", c.Log)
+	}
+	if err := d.Options().Validate(); err != nil {
+		t.Errorf("reference dataplane options rejected by the dataplane: %v", err)
+	}
+}
+
+func TestMinimalConfigDefaults(t *testing.T) {
+	c, err := Load("minimal.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.Dataplane
+	if d.BPFFS != DefaultBPFFS || d.PinDir != DefaultPinDir || d.FlowTableSize != dataplane.DefaultFlowTableSize ||
+		d.SweepInterval != DefaultSweepInterval || !c.Bridge.Create || c.Log.Flows {
+		t.Errorf("defaults not applied: %+v %+v", c, d)
+	}
+}
+
+func TestBadConfigs(t *testing.T) {
+	const ok = `{"bridge": {"name": "br0", "inside": "eth1", "outside": "eth2"},
+"management": {"interface": "eth0", "listen": "198.18.254.1:9100"},
+"dataplane": {"xdp_mode": "generic"}}`
+	tests := []struct {
+		name, in string
+		want     []string // substrings of the error
+	}{
+		{"empty", "", []string{"empty file"}},
+		{"syntax", "{\n  \"bridge\": {,}\n}", []string{"t.json:2:14", "syntax error"}},
+		{"unknown field", strings.Replace(ok, `"xdp_mode"`, `"xdp_mdoe": "x", "xdp_mode"`, 1), []string{"t.json:3:", `unknown field "xdp_mdoe"`}},
+		{"type", strings.Replace(ok, `"generic"}`, `"generic", "flow_table_size": "big"}`, 1), []string{"t.json:3:", "flow_table_size", "string"}},
+		{"trailing", ok + " {}", []string{"unexpected data after"}},
+		{"missing sections", `{}`, []string{"bridge: required", "management: required", "dataplane: required"}},
+		{"no mode", strings.Replace(ok, `"xdp_mode": "generic"`, `"idle_timeout": "1m"`, 1), []string{"dataplane.xdp_mode: required"}},
+		{"bad mode", strings.Replace(ok, `"generic"`, `"auto"`, 1), []string{"dataplane.xdp_mode", `"auto"`}},
+		{"same ports", strings.Replace(ok, `"eth2"`, `"eth1"`, 1), []string{"bridge.outside", "must differ"}},
+		{"mgmt in bridge", strings.Replace(ok, `"interface": "eth0"`, `"interface": "eth1"`, 1), []string{"management.interface", "separate"}},
+		{"long ifname", strings.Replace(ok, `"br0"`, `"a-very-long-bridge-name"`, 1), []string{"bridge.name", "15 characters"}},
+		{"bad listen", strings.Replace(ok, `198.18.254.1:9100`, `nowhere`, 1), []string{"management.listen", "address:port"}},
+		{"bad duration", strings.Replace(ok, `"generic"`, `"generic", "idle_timeout": "soon"`, 1), []string{"dataplane.idle_timeout", "not a duration"}},
+		{"ring not pow2", strings.Replace(ok, `"generic"`, `"generic", "ring_buffer_bytes": 5000`, 1), []string{"ring_buffer_bytes", "power of two"}},
+		{"snippet too big", strings.Replace(ok, `"generic"`, `"generic", "snippet_bytes": 9000`, 1), []string{"snippet_bytes", "out of range"}},
+		{"close > idle", strings.Replace(ok, `"generic"`, `"generic", "idle_timeout": "2s", "close_timeout": "3s"`, 1), []string{"close_timeout", "longer than idle_timeout"}},
+		{"bad block", strings.Replace(ok, `"generic"`, `"generic", "blocklist": [{"prefix": "1.2.3.4/33", "match": "src"}, {"prefix": "1.2.3.0/24", "match": "both"}]`, 1),
+			[]string{"dataplane.blocklist[0].prefix", "dataplane.blocklist[1].match"}},
+		{"pin outside bpffs", strings.Replace(ok, `"generic"`, `"generic", "pin_dir": "/tmp/pins"`, 1), []string{"dataplane.pin_dir", "below the bpffs"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("t.json", []byte(tc.in))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+	if _, err := Parse("t.json", []byte(ok)); err != nil {
+		t.Fatalf("the base of the bad configs is itself bad: %v", err)
+	}
+}

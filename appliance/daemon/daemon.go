@@ -1,0 +1,238 @@
+// Package daemon is wardlined's logic: it sets up the bridge and the
+// management interface, loads and attaches the XDP fast path (re-attaching
+// to pinned state after a restart), reads its events, runs the flow
+// sweeper and serves the management API. Stopping it leaves the fast path
+// attached: the box keeps forwarding and the blocklist keeps dropping.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/wardline/wardline/appliance/bridge"
+	"github.com/wardline/wardline/appliance/config"
+	"github.com/wardline/wardline/dataplane"
+	"github.com/wardline/wardline/dataplane/event"
+	"github.com/wardline/wardline/mgmt"
+)
+
+// Options are the daemon's dependencies.
+type Options struct {
+	// Logf receives operational log lines; nil discards them.
+	Logf func(format string, args ...any)
+	// Handlers receive every event after the daemon's own bookkeeping
+	// (the detection engine subscribes here).
+	Handlers []event.Handler
+	// Ready, if set, is called once the fast path is attached and the
+	// management API listens.
+	Ready func(*Daemon)
+}
+
+// Daemon is a running wardlined.
+type Daemon struct {
+	cfg     *config.Config
+	opts    Options
+	dp      *dataplane.Dataplane
+	rd      *dataplane.Reader
+	mgmt    *mgmt.Server
+	started time.Time
+	flows   *recentFlows
+	ports   map[uint32]string // ifindex -> interface name
+	flowLog *rateLimiter
+
+	mu      sync.Mutex
+	attach  []dataplane.Attachment
+	readErr error
+}
+
+// Run runs the daemon until ctx ends. It returns an error if setup fails;
+// once running, it returns nil on a clean stop.
+func Run(ctx context.Context, cfg *config.Config, opts Options) error {
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
+	}
+	d := &Daemon{cfg: cfg, opts: opts, started: time.Now(), flows: newRecentFlows(1024),
+		ports: map[uint32]string{}, flowLog: newRateLimiter(50, time.Second)}
+	if err := d.setup(); err != nil {
+		if d.dp != nil {
+			d.dp.Close()
+		}
+		return err
+	}
+	defer d.dp.Close()
+	return d.run(ctx)
+}
+
+func (d *Daemon) logf(format string, args ...any) { d.opts.Logf(format, args...) }
+
+func (d *Daemon) setup() error {
+	c := d.cfg
+	changes, err := bridge.SetupManagement(c.Management)
+	if err != nil {
+		return fmt.Errorf("set up management interface: %w", err)
+	}
+	for _, ch := range changes {
+		d.logf("management: %s", ch)
+	}
+	changes, err = bridge.Setup(c.Bridge)
+	if err != nil {
+		return fmt.Errorf("set up bridge: %w", err)
+	}
+	for _, ch := range changes {
+		d.logf("bridge: %s", ch)
+	}
+
+	if err := dataplane.MountBPFFS(c.Dataplane.BPFFS, c.Dataplane.PinDir); err != nil {
+		return err
+	}
+	o := c.Dataplane.Options()
+	o.ReplaceIncompatible = true // a changed table/ring size recreates that map (logged)
+	o.Logf = d.opts.Logf
+	if d.dp, err = dataplane.Load(o); err != nil {
+		return err
+	}
+	lists := d.dp.Lists()
+	for _, p := range c.Dataplane.Allowlist {
+		if err := lists.Add(dataplane.Allow, p); err != nil {
+			return err
+		}
+	}
+	for _, b := range c.Dataplane.Blocklist {
+		if err := lists.Add(b.List, b.Prefix); err != nil {
+			return err
+		}
+	}
+	for _, p := range []struct {
+		name string
+		role dataplane.PortRole
+	}{{c.Bridge.Inside, dataplane.RoleInside}, {c.Bridge.Outside, dataplane.RoleOutside}} {
+		a, err := d.dp.Attach(p.name, p.role, c.Dataplane.Mode)
+		if err != nil {
+			return err
+		}
+		d.attach = append(d.attach, a)
+		d.ports[uint32(a.Ifindex)] = a.Ifname
+	}
+	if d.rd, err = d.dp.NewReader(); err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &collector{d: d})
+	d.mgmt, err = mgmt.Listen(mgmt.Options{
+		Listen:   c.Management.Listen,
+		Gatherer: reg,
+		Health:   d.Health,
+		Status:   func() any { return d.Status() },
+		Flows:    func(n int) any { return d.RecentFlows(n) },
+		Logf:     d.opts.Logf,
+	})
+	if err != nil {
+		d.rd.Close()
+		return err
+	}
+	return nil
+}
+
+func (d *Daemon) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		h := handler{d: d}
+		if err := d.rd.Run(h); err != nil {
+			d.mu.Lock()
+			d.readErr = err
+			d.mu.Unlock()
+			d.logf("event reader stopped: %v", err)
+		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.dp.RunSweeper(ctx, d.cfg.Dataplane.SweepInterval, func(err error) { d.logf("%v", err) })
+	}()
+	mgmtErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		mgmtErr <- d.mgmt.Serve(ctx)
+	}()
+	d.logf("wardlined running: bridge %s (%s inside, %s outside), XDP %s mode, management on %s",
+		d.cfg.Bridge.Name, d.cfg.Bridge.Inside, d.cfg.Bridge.Outside, d.cfg.Dataplane.Mode, d.mgmt.Addr())
+	if d.opts.Ready != nil {
+		d.opts.Ready(d)
+	}
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-mgmtErr:
+	}
+	cancel()
+	d.rd.Close()
+	wg.Wait()
+	d.logf("wardlined stopped; the XDP fast path stays attached and pinned in %s (traffic keeps flowing)", d.cfg.Dataplane.PinDir)
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// handler is the daemon's own event consumer; it forwards to subscribers.
+type handler struct{ d *Daemon }
+
+func (h handler) HandleFlow(f *event.Flow) {
+	d := h.d
+	if f.Final {
+		d.flows.add(f)
+	}
+	if d.cfg.Log.Flows && d.flowLog.allow() {
+		d.logf("flow %s", d.formatFlow(f))
+	}
+	for _, s := range d.opts.Handlers {
+		s.HandleFlow(f)
+	}
+}
+
+func (h handler) HandleSnippet(s *event.Snippet) {
+	d := h.d
+	if d.cfg.Log.Snippets && d.flowLog.allow() {
+		d.logf("snippet %s %s %s %d/%d bytes", s.Kind, s.Dir, s.Key, len(s.Data), s.PayloadLen)
+	}
+	for _, sub := range d.opts.Handlers {
+		sub.HandleSnippet(s)
+	}
+}
+
+func (d *Daemon) port(ifindex uint32) string {
+	if n, ok := d.ports[ifindex]; ok {
+		return n
+	}
+	if ifindex == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("if%d", ifindex)
+}
+
+func (d *Daemon) formatFlow(f *event.Flow) string {
+	return fmt.Sprintf("%s via %s: orig %d pkts %d B, resp %d pkts %d B, %s%s, %.3fs",
+		f.Key, d.port(f.Ifindex[0]), f.Packets[0], f.Bytes[0], f.Packets[1], f.Bytes[1],
+		f.Reason, map[bool]string{true: "", false: " (interim)"}[f.Final], f.LastSeen.Sub(f.FirstSeen).Seconds())
+}
+
+// Dataplane exposes the loaded fast path (tests, and the enforcement layer
+// later).
+func (d *Daemon) Dataplane() *dataplane.Dataplane { return d.dp }
+
+// MgmtAddr returns the management server's bound address.
+func (d *Daemon) MgmtAddr() string { return d.mgmt.Addr().String() }
