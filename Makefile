@@ -15,7 +15,7 @@ all: build
 
 ## generate: compile bpf/ with bpf2go (needs clang, llvm, libbpf-dev); output is committed
 generate:
-	cd dataplane && $(GO) generate ./...
+	$(GO) generate ./dataplane/... ./appliance/bench/...
 
 ## vmlinux: refresh bpf/include/vmlinux.h from the running kernel's BTF (committed)
 vmlinux:
