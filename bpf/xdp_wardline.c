@@ -423,7 +423,7 @@ static __always_inline void track(struct xdp_md *ctx, struct pkt *p, __u32 len, 
 
 /* ---- programs --------------------------------------------------------------- */
 
-SEC("xdp")
+SEC("xdp.frags")
 int wl_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
