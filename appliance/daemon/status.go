@@ -115,34 +115,12 @@ func (d *Daemon) Status() Status {
 	return s
 }
 
-// FlowJSON is a flow record as the management API shows it; field names
-// follow Suricata's EVE flow events where one exists.
-type FlowJSON struct {
-	Timestamp     time.Time `json:"timestamp"`
-	Proto         string    `json:"proto"`
-	SrcIP         string    `json:"src_ip"`
-	SrcPort       uint16    `json:"src_port"`
-	DestIP        string    `json:"dest_ip"`
-	DestPort      uint16    `json:"dest_port"`
-	VLAN          []uint16  `json:"vlan,omitempty"`
-	InIface       string    `json:"in_iface"`
-	PktsToServer  uint64    `json:"pkts_toserver"`
-	PktsToClient  uint64    `json:"pkts_toclient"`
-	BytesToServer uint64    `json:"bytes_toserver"`
-	BytesToClient uint64    `json:"bytes_toclient"`
-	Start         time.Time `json:"start"`
-	End           time.Time `json:"end"`
-	Reason        string    `json:"reason"`
-	TCPFlagsTS    string    `json:"tcp_flags_ts,omitempty"`
-	TCPFlagsTC    string    `json:"tcp_flags_tc,omitempty"`
-}
-
 // RecentFlows returns up to n recent final flow records, oldest first.
-func (d *Daemon) RecentFlows(n int) []FlowJSON {
+func (d *Daemon) RecentFlows(n int) []mgmt.Flow {
 	fs := d.flows.last(n)
-	out := make([]FlowJSON, 0, len(fs))
+	out := make([]mgmt.Flow, 0, len(fs))
 	for _, f := range fs {
-		j := FlowJSON{Timestamp: f.Time, Proto: protoName(f.Key.Proto), SrcIP: f.Key.Src.String(), SrcPort: f.Key.SrcPort,
+		j := mgmt.Flow{Timestamp: f.Time, Proto: protoName(f.Key.Proto), SrcIP: f.Key.Src.String(), SrcPort: f.Key.SrcPort,
 			DestIP: f.Key.Dst.String(), DestPort: f.Key.DstPort, InIface: d.port(f.Ifindex[0]),
 			PktsToServer: f.Packets[0], PktsToClient: f.Packets[1], BytesToServer: f.Bytes[0], BytesToClient: f.Bytes[1],
 			Start: f.FirstSeen, End: f.LastSeen, Reason: f.Reason.String()}

@@ -12,9 +12,12 @@ import (
 	"syscall"
 
 	"github.com/wardline/wardline/appliance/cli"
+	"github.com/wardline/wardline/lab"
 )
 
 func main() {
+	// The lab starts its services by re-executing this binary.
+	lab.RunServiceIfRequested()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	err := cli.Main(ctx, os.Args[1:])
 	stop()

@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/wardline/wardline/lab"
+	"github.com/wardline/wardline/mgmt"
+)
+
+func init() {
+	register(command{name: "ctl", usage: "talk to a running wardlined: status, health, flows, metrics", run: runCtl})
+}
+
+func runCtl(ctx context.Context, args []string) error {
+	fs := flags("ctl")
+	addr := fs.String("addr", "198.18.254.1:9100", "management address of wardlined")
+	labID := fs.String("lab", "", "reach the daemon of this lab (from its management namespace)")
+	all := fs.Bool("all", false, "flows: include link-local and multicast control flows")
+	limit := fs.Int("limit", 50, "flows: how many recent records")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("usage: wardline ctl [-addr host:port] [-lab ID] status|health|flows|metrics")
+	}
+	c := mgmt.NewClient(*addr)
+	if *labID != "" {
+		l, err := lab.Load(lab.DefaultStateDir, *labID)
+		if err != nil {
+			return err
+		}
+		c.HTTP = l.Host("mgmt").HTTPClient()
+	}
+	switch fs.Arg(0) {
+	case "status":
+		var v any
+		if err := c.Get(ctx, "/api/v1/status", &v); err != nil {
+			return err
+		}
+		return printJSON(v)
+	case "health":
+		h, err := c.Health(ctx)
+		if err != nil {
+			return err
+		}
+		for _, ch := range h.Checks {
+			mark := "ok  "
+			if !ch.OK {
+				mark = "FAIL"
+			}
+			fmt.Printf("%s %-14s %s\n", mark, ch.Name, ch.Detail)
+		}
+		if !h.Healthy {
+			return fmt.Errorf("unhealthy: %s", h.FirstError)
+		}
+		return nil
+	case "flows":
+		var flows []mgmt.Flow
+		if err := c.Get(ctx, fmt.Sprintf("/api/v1/flows?limit=%d", *limit), &flows); err != nil {
+			return err
+		}
+		printFlows(os.Stdout, flows, *all)
+		return nil
+	case "metrics":
+		resp, err := c.HTTP.Get(c.Base + "/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, err = io.Copy(os.Stdout, resp.Body)
+		return err
+	}
+	return fmt.Errorf("wardline ctl: unknown command %q (want status, health, flows or metrics)", strings.Join(fs.Args(), " "))
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
