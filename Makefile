@@ -9,9 +9,18 @@ PKGS    := ./...
 # uniquely named namespaces, so packages may run in parallel.
 TESTFLAGS ?= -count=1 -p 2 -timeout 25m
 
-.PHONY: all generate vmlinux build test test-short lint bench demo clean fuzz
+.PHONY: all deps generate vmlinux build test test-short lint bench demo fuzz clean
+
+# Debian packages the tests, the demo and the benchmarks use.
+DEBS := make git ca-certificates clang llvm libbpf-dev bpftool \
+	iproute2 iputils-ping ethtool nftables util-linux \
+	dnsmasq-base dnsutils curl openssl tcpdump iperf3 netsniff-ng
 
 all: build
+
+## deps: install the Debian packages (root; CI runs this)
+deps:
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEBS)
 
 ## generate: compile bpf/ with bpf2go (needs clang, llvm, libbpf-dev); output is committed
 generate:
@@ -46,6 +55,13 @@ bench: build
 ## demo: bring up the lab with the appliance inline and show live flows crossing it
 demo: build
 	$(BIN)/wardline lab demo $(DEMOFLAGS)
+
+## fuzz: run every fuzz target for FUZZTIME each (make test runs their seeds only)
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) ./appliance/config/
+	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./dataplane/
+	$(GO) test -run XXX -fuzz FuzzXDP -fuzztime $(FUZZTIME) ./dataplane/
 
 clean:
 	rm -rf $(BIN)

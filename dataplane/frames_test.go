@@ -7,6 +7,7 @@ import (
 	"os"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/google/gopacket"
@@ -199,4 +200,8 @@ func stats(t testing.TB, d *Dataplane) Stats {
 		t.Fatal(err)
 	}
 	return s
+}
+
+func unsafeBytes(u []uint64) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(&u[0])), len(u)*8)
 }
