@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
@@ -249,4 +250,37 @@ func (d *Dataplane) Detach(ifname string) error {
 		errs = append(errs, fmt.Errorf("unregister port %s: %w", ifname, err))
 	}
 	return errors.Join(errs...)
+}
+
+// PrunePinnedLinks detaches and unpins links of interfaces that are not in
+// keep: a port renamed or removed from the configuration must not stay
+// behind with a program on it.
+func (d *Dataplane) PrunePinnedLinks(keep []string) ([]string, error) {
+	if d.opts.PinDir == "" {
+		return nil, nil
+	}
+	entries, err := os.ReadDir(d.opts.PinDir)
+	if err != nil {
+		return nil, fmt.Errorf("read pin directory %s: %w", d.opts.PinDir, err)
+	}
+	want := map[string]bool{}
+	for _, k := range keep {
+		want[k] = true
+	}
+	var pruned []string
+	var errs []error
+	for _, e := range entries {
+		name, ok := strings.CutPrefix(e.Name(), "link_xdp_")
+		if !ok || want[name] {
+			continue
+		}
+		// Removing the last reference to a link detaches its program.
+		if err := os.Remove(filepath.Join(d.opts.PinDir, e.Name())); err != nil {
+			errs = append(errs, fmt.Errorf("unpin stale link of %s: %w", name, err))
+			continue
+		}
+		pruned = append(pruned, name)
+		d.opts.Logf("dataplane: detached stale pinned link of %s (not configured any more)", name)
+	}
+	return pruned, errors.Join(errs...)
 }

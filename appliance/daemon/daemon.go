@@ -108,6 +108,9 @@ func (d *Daemon) setup() error {
 			return err
 		}
 	}
+	if _, err := d.dp.PrunePinnedLinks([]string{c.Bridge.Inside, c.Bridge.Outside}); err != nil {
+		return err
+	}
 	for _, p := range []struct {
 		name string
 		role dataplane.PortRole
