@@ -1,5 +1,19 @@
 // Package bench holds Wardline's fast-path benchmarks (`wardline bench`,
 // `make bench`). Every figure is a ratio against a baseline measured in the
 // same run, repeated in alternating rounds and reported as the median with
-// min–max (see docs/benchmarks.md and ../shared/docs/benchmarking.md).
+// min–max; docs/benchmarks.md has the method and the latest results.
+//
+//   - wire.go: the topology (src ns — box ns with br0 — dst ns) and its
+//     cleanup, including what a killed run left behind (SweepStale).
+//   - setup.go: the box configurations (bare bridge, the empty bench
+//     programs, wl_xdp generic/native, the XDP blocklist, the nft set) and
+//     the port offloads each figure uses.
+//   - measure.go: iperf3, trafgen, the counters read around every packet
+//     measurement and their consistency check, CPU time from /proc/stat.
+//   - live.go: the live-frame generator (xdp_gen under BPF_PROG_TEST_RUN),
+//     which hands frames to the box without an skb, as a NIC does.
+//   - fastpath.go: the figures and the rounds; report.go prints them.
+//   - ring.go: the ring-buffer reader benchmark.
+//
+// The benchmark-only BPF programs are in bpf/bench/xdp_bench.c.
 package bench
