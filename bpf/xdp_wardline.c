@@ -339,12 +339,15 @@ static __always_inline void track(struct xdp_md *ctx, struct pkt *p, __u32 len, 
 	int sender_is_lo = canonical(&ck, p);
 	__u64 now = bpf_ktime_get_ns();
 
+	/* Sampling is decided before the lookup: a sampled-out flow never has
+	 * an entry, and the lookup is most of this function's cost (a cache
+	 * miss per packet on a busy table, ~330 ns measured). */
+	if (wl_flow_sample > 1 && key_hash(&ck) % wl_flow_sample) {
+		STAT_ADD(st, WL_STAT_FLOW_SAMPLED_OUT, 1);
+		return;
+	}
 	struct wl_flow *f = bpf_map_lookup_elem(&wl_flows_v1, &ck);
 	if (!f) {
-		if (wl_flow_sample > 1 && key_hash(&ck) % wl_flow_sample) {
-			STAT_ADD(st, WL_STAT_FLOW_SAMPLED_OUT, 1);
-			return;
-		}
 		struct wl_flow nf = {};
 		nf.first_seen_ns = now;
 		nf.last_seen_ns = now;
