@@ -76,13 +76,16 @@ const PollInterval = 10 * time.Millisecond
 // Run delivers events to h until the reader is closed (then it returns
 // nil). Run and Drain must not be called concurrently.
 func (r *Reader) Run(h event.Handler) error {
+	// The deadline only matters once the ring is empty (ReadInto waits
+	// only then), so it is re-armed after each expiry, not per record.
+	r.rd.SetDeadline(time.Now().Add(PollInterval))
 	for {
-		r.rd.SetDeadline(time.Now().Add(PollInterval))
 		err := r.rd.ReadInto(&r.rec)
 		switch {
 		case err == nil:
 			r.dispatch(r.rec.RawSample, h)
 		case errors.Is(err, os.ErrDeadlineExceeded):
+			r.rd.SetDeadline(time.Now().Add(PollInterval))
 		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
 			return nil
 		default:
