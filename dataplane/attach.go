@@ -104,6 +104,12 @@ func (d *Dataplane) Attach(ifname string, role PortRole, mode Mode) (Attachment,
 		return old.Attachment, fmt.Errorf("attach xdp to %s: already attached by this process", ifname)
 	}
 
+	// Register the port before the program can see its first packet, so
+	// that no packet is counted on an unknown port.
+	port := bpfWlPort{Role: uint32(role)}
+	if err := d.objs.WlPortsV1.Put(uint32(ifc.Index), port); err != nil {
+		return Attachment{}, fmt.Errorf("register port %s (ifindex %d): %w", ifname, ifc.Index, err)
+	}
 	if d.opts.PinDir != "" {
 		l, reason, err := d.reusePinned(ifname, ifc.Index, mode)
 		if err != nil {
@@ -130,10 +136,6 @@ func (d *Dataplane) Attach(ifname string, role PortRole, mode Mode) (Attachment,
 	}
 	if info, err := a.l.Info(); err == nil {
 		a.LinkID = uint32(info.ID)
-	}
-	port := bpfWlPort{Role: uint32(role)}
-	if err := d.objs.WlPortsV1.Put(uint32(ifc.Index), port); err != nil {
-		return Attachment{}, fmt.Errorf("register port %s (ifindex %d): %w", ifname, ifc.Index, err)
 	}
 	d.links[ifname] = &a
 	d.opts.Logf("dataplane: xdp attached to %s (ifindex %d, %s, %s mode, reused=%v)", ifname, ifc.Index, role, mode, a.Reused)
