@@ -9,6 +9,7 @@
 /* EtherTypes (network byte order is applied at the comparison site). */
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
+#define ETH_P_ARP 0x0806
 #define ETH_P_8021Q 0x8100
 #define ETH_P_8021AD 0x88A8
 #define ETH_HLEN_ 14

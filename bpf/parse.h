@@ -38,9 +38,24 @@ struct pkt {
 	__u8 have_addrs;   /* addresses parsed (set even if a later header failed) */
 };
 
-/* Parse results: WL_PARSE_OK, WL_PARSE_NON_IP, or a wl_stat error index. */
+/* Parse results: WL_PARSE_OK, WL_PARSE_NON_IP, WL_PARSE_ARP, or a wl_stat
+ * error index. */
 #define WL_PARSE_OK 0
 #define WL_PARSE_NON_IP (-1)
+#define WL_PARSE_ARP (-2) /* an Ethernet/IPv4 ARP frame; key and payload set */
+
+/* ARP for IPv4 over Ethernet: fixed header + sender/target addresses. */
+struct arp_eth_ipv4 {
+	__be16 htype;
+	__be16 ptype;
+	__u8 hlen;
+	__u8 plen;
+	__be16 oper;
+	__u8 sha[6];
+	__u8 spa[4];
+	__u8 tha[6];
+	__u8 tpa[4];
+} __attribute__((packed));
 
 static __always_inline void v4_mapped(__u8 *dst, __be32 a)
 {
@@ -254,5 +269,19 @@ static __always_inline int parse_frame(void *data, void *data_end, __u32 frame_l
 		return parse_ipv4(&c, p, data, frame_len);
 	if (proto == bpf_htons(ETH_P_IPV6))
 		return parse_ipv6(&c, p, data, frame_len);
+	if (proto == bpf_htons(ETH_P_ARP)) {
+		struct arp_eth_ipv4 *a = cur_pull(&c, sizeof(*a));
+		if (!a || a->htype != bpf_htons(1) || a->ptype != bpf_htons(ETH_P_IP) || a->hlen != 6 || a->plen != 4)
+			return WL_PARSE_NON_IP; /* other ARP flavours: passed, counted as non-IP */
+		__be32 spa, tpa;
+		__builtin_memcpy(&spa, a->spa, 4);
+		__builtin_memcpy(&tpa, a->tpa, 4);
+		v4_mapped(p->key.saddr, spa);
+		v4_mapped(p->key.daddr, tpa);
+		p->key.sport = bpf_ntohs(a->oper);
+		p->payload_off = (void *)a - data;
+		p->payload_len = sizeof(*a);
+		return WL_PARSE_ARP;
+	}
 	return WL_PARSE_NON_IP;
 }

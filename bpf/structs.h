@@ -33,6 +33,8 @@ enum wl_snippet_kind {
 	WL_SNIP_DNS = 1,  /* DNS message over UDP/TCP port 53 (TCP keeps its 2-byte length prefix) */
 	WL_SNIP_TLS = 2,  /* first client payload starting a TLS ClientHello (and continuations) */
 	WL_SNIP_HTTP = 3, /* first client payload starting an HTTP/1.x request */
+	WL_SNIP_PAYLOAD = 4, /* first client payload of any other TCP flow (SSH banner, SMB, JSON-RPC, ...) */
+	WL_SNIP_ARP = 5,  /* an ARP frame: key saddr/daddr = sender/target IPv4, sport = opcode */
 };
 
 /* Snippet flags (wl_snippet_event.flags). */

@@ -294,7 +294,7 @@ static __always_inline int is_http_method(const __u8 *b)
 }
 
 /* client_payload handles TCP payload from the originator: classify the first
- * one (TLS ClientHello / HTTP request) and follow a ClientHello that spans
+ * one (TLS ClientHello / HTTP request / anything else) and follow a ClientHello that spans
  * several segments with continuation snippets (offsets from TCP sequence
  * numbers, so detect/ can reassemble in order and drop retransmissions). */
 static __always_inline void client_payload(struct xdp_md *ctx, struct wl_flow *f, const struct pkt *p,
@@ -306,8 +306,10 @@ static __always_inline void client_payload(struct xdp_md *ctx, struct wl_flow *f
 			return;
 		__u8 peek[WL_PEEK_LEN] = {};
 		if (p->payload_len < WL_PEEK_LEN ||
-		    bpf_xdp_load_bytes(ctx, p->payload_off, peek, WL_PEEK_LEN) < 0)
+		    bpf_xdp_load_bytes(ctx, p->payload_off, peek, WL_PEEK_LEN) < 0) {
+			emit_snippet(ctx, p, WL_SNIP_PAYLOAD, WL_DIR_ORIG, 0, 0, now, st);
 			return;
+		}
 		if (peek[0] == 0x16 && peek[1] == 0x03 && peek[5] == 0x01) {
 			__u32 want = 5 + ((__u32)peek[3] << 8 | peek[4]);
 			if (want > wl_snippet_len)
@@ -319,6 +321,8 @@ static __always_inline void client_payload(struct xdp_md *ctx, struct wl_flow *f
 			emit_snippet(ctx, p, WL_SNIP_TLS, WL_DIR_ORIG, 0, 0, now, st);
 		} else if (is_http_method(peek)) {
 			emit_snippet(ctx, p, WL_SNIP_HTTP, WL_DIR_ORIG, 0, 0, now, st);
+		} else {
+			emit_snippet(ctx, p, WL_SNIP_PAYLOAD, WL_DIR_ORIG, 0, 0, now, st);
 		}
 		return;
 	}
@@ -446,6 +450,13 @@ int wl_xdp(struct xdp_md *ctx)
 	int rc = parse_frame(data, data_end, len, &p);
 	if (rc == WL_PARSE_NON_IP) {
 		STAT_ADD(st, WL_STAT_NON_IP, 1);
+		goto out;
+	}
+	if (rc == WL_PARSE_ARP) {
+		/* ARP is never blocked (that would break the LAN) but is
+		 * reported: host sweeps and spoofing show up there. */
+		STAT_ADD(st, WL_STAT_NON_IP, 1);
+		emit_snippet(ctx, &p, WL_SNIP_ARP, WL_DIR_ORIG, 0, 0, bpf_ktime_get_ns(), st);
 		goto out;
 	}
 	/* The blocklist applies whenever the addresses are known, even if a

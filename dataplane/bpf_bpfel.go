@@ -145,9 +145,11 @@ const (
 type bpfWlSnippetKind uint32
 
 const (
-	bpfWlSnippetKindWL_SNIP_DNS  bpfWlSnippetKind = 1
-	bpfWlSnippetKindWL_SNIP_TLS  bpfWlSnippetKind = 2
-	bpfWlSnippetKindWL_SNIP_HTTP bpfWlSnippetKind = 3
+	bpfWlSnippetKindWL_SNIP_DNS     bpfWlSnippetKind = 1
+	bpfWlSnippetKindWL_SNIP_TLS     bpfWlSnippetKind = 2
+	bpfWlSnippetKindWL_SNIP_HTTP    bpfWlSnippetKind = 3
+	bpfWlSnippetKindWL_SNIP_PAYLOAD bpfWlSnippetKind = 4
+	bpfWlSnippetKindWL_SNIP_ARP     bpfWlSnippetKind = 5
 )
 
 type bpfWlStat uint32

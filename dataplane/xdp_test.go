@@ -264,8 +264,40 @@ func TestPacketTable(t *testing.T) {
 			},
 		},
 		{
-			name: "arp passes untouched", frames: [][]byte{arp}, want: xdpPass,
-			stats: map[Stat]uint64{StatNonIP: 1, StatPass: 1, StatFlowNew: 0},
+			name: "arp passes and is reported", frames: [][]byte{arp}, want: xdpPass,
+			stats: map[Stat]uint64{StatNonIP: 1, StatPass: 1, StatFlowNew: 0, StatEvSnippet: 1},
+			check: func(t *testing.T, ev collected) {
+				if len(ev.snippets) != 1 {
+					t.Fatalf("%d snippets, want 1", len(ev.snippets))
+				}
+				s := ev.snippets[0]
+				if s.Kind != event.SnippetARP || s.Key.Src != client4 || s.Key.Dst != server4 || s.Key.SrcPort != 1 || !bytes.Equal(s.Data, arp[14:42]) {
+					t.Errorf("arp snippet %+v", s)
+				}
+			},
+		},
+		{
+			name: "blocklisted ARP sender still passes", frames: [][]byte{arp}, want: xdpPass,
+			setup: func(t *testing.T) {
+				if err := d.Lists().Add(BlockSrc, netip.PrefixFrom(client4, 32)); err != nil {
+					t.Fatal(err)
+				}
+			},
+			stats: map[Stat]uint64{StatDrop: 0, StatPass: 1},
+		},
+		{
+			name: "other first client payload becomes a payload snippet", want: xdpPass,
+			frames: [][]byte{
+				tcpFrame(t, client4, server4, 40400, 22, tcpSeg{flags: "AP", seq: 1, payload: []byte("SSH-2.0-OpenSSH_9.2p1\r\n")}),
+				tcpFrame(t, client4, server4, 40401, 3333, tcpSeg{flags: "AP", seq: 1, payload: []byte("{}")}),
+			},
+			stats: map[Stat]uint64{StatEvSnippet: 2},
+			check: func(t *testing.T, ev collected) {
+				if len(ev.snippets) != 2 || ev.snippets[0].Kind != event.SnippetPayload || string(ev.snippets[0].Data) != "SSH-2.0-OpenSSH_9.2p1\r\n" ||
+					ev.snippets[1].Kind != event.SnippetPayload || string(ev.snippets[1].Data) != "{}" {
+					t.Fatalf("snippets %+v", ev.snippets)
+				}
+			},
 		},
 		{
 			name: "dns query becomes a snippet", want: xdpPass,

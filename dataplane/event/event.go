@@ -63,6 +63,12 @@ const (
 	SnippetDNS  SnippetKind = 1 // a DNS message (over TCP with its 2-byte length prefix)
 	SnippetTLS  SnippetKind = 2 // the start of a TLS ClientHello, or a continuation of it
 	SnippetHTTP SnippetKind = 3 // the start of an HTTP/1.x request
+	// SnippetPayload is the first client payload of any other TCP flow
+	// (an SSH banner, SMB, a JSON-RPC call, ...).
+	SnippetPayload SnippetKind = 4
+	// SnippetARP is an Ethernet/IPv4 ARP frame: Key.Src and Key.Dst are
+	// the sender and target protocol addresses, Key.SrcPort the opcode.
+	SnippetARP SnippetKind = 5
 )
 
 func (k SnippetKind) String() string {
@@ -73,6 +79,10 @@ func (k SnippetKind) String() string {
 		return "tls"
 	case SnippetHTTP:
 		return "http"
+	case SnippetPayload:
+		return "payload"
+	case SnippetARP:
+		return "arp"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
