@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wardline/wardline/dataplane/event"
 )
 
 // Alert types (the corpus labels use the same names).
@@ -81,6 +84,31 @@ type FlowRef struct {
 	Dst         netip.Addr `json:"dest_ip"`
 	DstPort     uint16     `json:"dest_port"`
 	CommunityID string     `json:"community_id"`
+
+	key event.FlowKey
+}
+
+// NewFlowRef refers to the flow with key k.
+func NewFlowRef(k event.FlowKey) *FlowRef {
+	return &FlowRef{Proto: ProtoName(k.Proto), Src: k.Src, SrcPort: k.SrcPort, Dst: k.Dst, DstPort: k.DstPort, key: k}
+}
+
+// Key returns the flow key.
+func (r *FlowRef) Key() event.FlowKey { return r.key }
+
+// ProtoName is Suricata's name for an IP protocol number.
+func ProtoName(p uint8) string {
+	switch p {
+	case event.ProtoTCP:
+		return "TCP"
+	case event.ProtoUDP:
+		return "UDP"
+	case event.ProtoICMP:
+		return "ICMP"
+	case event.ProtoICMPv6:
+		return "IPv6-ICMP"
+	}
+	return strconv.Itoa(int(p))
 }
 
 // MITRE names an ATT&CK technique.
@@ -136,14 +164,4 @@ func (a *Alert) Explain() string {
 		fmt.Fprintf(&b, " +%.0f %s (%s)", c.Points, c.Feature, c.Why)
 	}
 	return b.String()
-}
-
-// fingerprint is what dedupe compares: the same detector finding the same
-// kind of thing about the same attacker (and victim, where one matters).
-func (a *Alert) fingerprint() string {
-	v := ""
-	if len(a.Victims) == 1 {
-		v = a.Victims[0].String()
-	}
-	return fmt.Sprintf("%s|%s|%s|%s|%s", a.Detector, a.Type, a.Subtype, a.Attacker, v)
 }

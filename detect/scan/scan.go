@@ -56,7 +56,7 @@ type scanner struct {
 	arped       *hostSet                // ARP request targets
 	stealth     map[stealthKey]struct{} // odd-flag probes
 	stealthFlag map[uint8]int           // first-flag combination -> count
-	alerted     map[string]bool
+	stealthDone bool                    // stealth alert raised
 }
 
 type stealthKey struct {
@@ -70,11 +70,13 @@ type portSet struct {
 	open          map[uint16]struct{}
 	handshake     bool // some probe completed the handshake (connect scan)
 	first         time.Time
+	alerted       bool
 }
 
 type hostSet struct {
-	hosts map[netip.Addr]struct{}
-	first time.Time
+	hosts   map[netip.Addr]struct{}
+	first   time.Time
+	alerted bool
 }
 
 func newHostSet(t time.Time) *hostSet { return &hostSet{hosts: map[netip.Addr]struct{}{}, first: t} }
@@ -91,7 +93,7 @@ func (d *Detector) scanner(a netip.Addr, t time.Time) *scanner {
 	s := d.hosts[a]
 	if s == nil {
 		s = &scanner{first: t, vertical: map[netip.Addr]*portSet{}, horizontal: map[uint16]*hostSet{},
-			stealth: map[stealthKey]struct{}{}, stealthFlag: map[uint8]int{}, alerted: map[string]bool{}}
+			stealth: map[stealthKey]struct{}{}, stealthFlag: map[uint8]int{}}
 		d.hosts[a] = s
 	}
 	if t.After(s.last) {
@@ -243,34 +245,33 @@ func (d *Detector) emit(a *detect.Alert) {
 }
 
 func (d *Detector) checkVertical(src, dst netip.Addr, s *scanner, v *portSet, c *detect.Conn) {
-	if len(v.ports) < d.cfg.VerticalPorts {
+	if v.alerted || len(v.ports) < d.cfg.VerticalPorts {
 		return
 	}
+	v.alerted = true
 	sub := "vertical_syn"
 	if v.handshake {
 		sub = "vertical_connect"
 	}
-	key := "v|" + dst.String()
-	if s.alerted[key] {
-		return
-	}
-	s.alerted[key] = true
 	open := make([]int, 0, len(v.open))
 	for p := range v.open {
 		open = append(open, int(p))
 	}
 	sort.Ints(open)
 	r := rate(len(v.ports), v.first, c.End)
+	closed := 1 - float64(len(open))/float64(len(v.ports))
 	a := &detect.Alert{
 		Type: detect.TypePortScan, Subtype: sub, Time: c.End, Attacker: src, Victims: []netip.Addr{dst},
 		Signature:  fmt.Sprintf("%s probed %d ports on %s (%.0f/s), %d open", src, len(v.ports), dst, r, len(open)),
 		MITRE:      detect.MITRENetworkScan,
 		Confidence: min(0.99, 0.6+0.4*float64(len(v.ports))/float64(4*d.cfg.VerticalPorts)),
 		Reasons: []detect.Contribution{
-			{Feature: "distinct_ports", Value: float64(len(v.ports)), Points: 20 + volumePoints(len(v.ports), d.cfg.VerticalPorts, 35),
+			{Feature: "distinct_ports", Value: float64(len(v.ports)), Points: 35 + volumePoints(len(v.ports), d.cfg.VerticalPorts, 30),
 				Why: fmt.Sprintf("%d distinct ports on one host (threshold %d)", len(v.ports), d.cfg.VerticalPorts)},
-			{Feature: "probe_rate", Value: r, Points: min(20, r/5),
+			{Feature: "probe_rate", Value: r, Points: min(20, r/2),
 				Why: fmt.Sprintf("%.1f ports per second", r)},
+			{Feature: "closed_ratio", Value: closed, Points: 10 * closed,
+				Why: fmt.Sprintf("%.0f%% of the probed ports were closed", 100*closed)},
 		},
 		Evidence: map[string]any{"ports_probed": len(v.ports), "open_ports": open, "probes": v.probes},
 	}
@@ -281,14 +282,10 @@ func (d *Detector) checkVertical(src, dst netip.Addr, s *scanner, v *portSet, c 
 }
 
 func (d *Detector) checkHorizontal(src netip.Addr, s *scanner, port uint16, h *hostSet, c *detect.Conn) {
-	if len(h.hosts) < d.cfg.HorizontalHosts {
+	if h.alerted || len(h.hosts) < d.cfg.HorizontalHosts {
 		return
 	}
-	key := fmt.Sprintf("h|%d", port)
-	if s.alerted[key] {
-		return
-	}
-	s.alerted[key] = true
+	h.alerted = true
 	victims := sortedHosts(h.hosts)
 	r := rate(len(h.hosts), h.first, c.End)
 	d.emit(&detect.Alert{
@@ -297,7 +294,7 @@ func (d *Detector) checkHorizontal(src netip.Addr, s *scanner, port uint16, h *h
 		MITRE:      detect.MITRENetworkScan,
 		Confidence: min(0.99, 0.6+0.4*float64(len(h.hosts))/float64(4*d.cfg.HorizontalHosts)),
 		Reasons: []detect.Contribution{
-			{Feature: "distinct_hosts", Value: float64(len(h.hosts)), Points: 25 + volumePoints(len(h.hosts), d.cfg.HorizontalHosts, 35),
+			{Feature: "distinct_hosts", Value: float64(len(h.hosts)), Points: 35 + volumePoints(len(h.hosts), d.cfg.HorizontalHosts, 30),
 				Why: fmt.Sprintf("%d hosts probed on port %d (threshold %d)", len(h.hosts), port, d.cfg.HorizontalHosts)},
 			{Feature: "probe_rate", Value: r, Points: min(15, r*2), Why: fmt.Sprintf("%.1f hosts per second", r)},
 		},
@@ -306,10 +303,10 @@ func (d *Detector) checkHorizontal(src netip.Addr, s *scanner, port uint16, h *h
 }
 
 func (d *Detector) checkSweep(src netip.Addr, s *scanner, t time.Time, sub string, h *hostSet) {
-	if len(h.hosts) < d.cfg.SweepHosts || s.alerted["s|"+sub] {
+	if h.alerted || len(h.hosts) < d.cfg.SweepHosts {
 		return
 	}
-	s.alerted["s|"+sub] = true
+	h.alerted = true
 	how := "ARP requests"
 	if sub != "arp_ping_sweep" {
 		how = "ICMP echo / TCP pings"
@@ -321,7 +318,7 @@ func (d *Detector) checkSweep(src netip.Addr, s *scanner, t time.Time, sub strin
 		MITRE:      detect.MITREHostDiscovery,
 		Confidence: min(0.95, 0.55+0.4*float64(len(h.hosts))/float64(4*d.cfg.SweepHosts)),
 		Reasons: []detect.Contribution{
-			{Feature: "distinct_targets", Value: float64(len(h.hosts)), Points: 20 + volumePoints(len(h.hosts), d.cfg.SweepHosts, 30),
+			{Feature: "distinct_targets", Value: float64(len(h.hosts)), Points: 30 + volumePoints(len(h.hosts), d.cfg.SweepHosts, 30),
 				Why: fmt.Sprintf("%d addresses probed (threshold %d)", len(h.hosts), d.cfg.SweepHosts)},
 			{Feature: "sweep_rate", Value: r, Points: min(15, r), Why: fmt.Sprintf("%.1f addresses per second", r)},
 		},
@@ -345,10 +342,10 @@ func oddFlags(f uint8) string {
 }
 
 func (d *Detector) checkStealth(src netip.Addr, s *scanner, c *detect.Conn) {
-	if len(s.stealth) < d.cfg.StealthProbes || s.alerted["stealth"] {
+	if s.stealthDone || len(s.stealth) < d.cfg.StealthProbes {
 		return
 	}
-	s.alerted["stealth"] = true
+	s.stealthDone = true
 	kinds := map[string]int{}
 	for f, n := range s.stealthFlag {
 		kinds[oddFlags(f)] += n
