@@ -206,7 +206,6 @@ static __always_inline void emit_snippet(struct xdp_md *ctx, const struct pkt *p
 	if (cap > wl_snippet_len) {
 		cap = wl_snippet_len;
 		flags |= WL_SNIPF_TRUNCATED;
-		STAT_ADD(st, WL_STAT_SNIPPET_TRUNC, 1);
 	}
 	if (cap > WL_SNIPPET_MAX)
 		cap = WL_SNIPPET_MAX;
@@ -227,10 +226,13 @@ static __always_inline void emit_snippet(struct xdp_md *ctx, const struct pkt *p
 	s->payload_len = p->payload_len > 0xffff ? 0xffff : p->payload_len;
 	s->cap_len = cap;
 	__builtin_memset(s->pad, 0, sizeof(s->pad));
-	if (bpf_ringbuf_output(&wl_events_v1, s, size, rb_flags(size)) < 0)
+	if (bpf_ringbuf_output(&wl_events_v1, s, size, rb_flags(size)) < 0) {
 		STAT_ADD(st, WL_STAT_EV_SNIPPET_FAIL, 1);
-	else
-		STAT_ADD(st, WL_STAT_EV_SNIPPET, 1);
+		return;
+	}
+	STAT_ADD(st, WL_STAT_EV_SNIPPET, 1);
+	if (flags & WL_SNIPF_TRUNCATED)
+		STAT_ADD(st, WL_STAT_SNIPPET_TRUNC, 1); /* only snippets delivered */
 }
 
 /* ---- blocklist ------------------------------------------------------------- */
@@ -331,7 +333,7 @@ static __always_inline void client_payload(struct xdp_md *ctx, struct wl_flow *f
 	__u32 off = p->tcp_seq - f->snip_seq;
 	if (off == 0 || off >= f->snip_want)
 		return;
-	if (f->snip_conts >= WL_SNIPPET_CONT_MAX || off + p->payload_len >= f->snip_want)
+	if (f->snip_conts + 1 >= WL_SNIPPET_CONT_MAX || off + p->payload_len >= f->snip_want)
 		f->snip_want = 0; /* this is the last piece we follow */
 	f->snip_conts++;
 	emit_snippet(ctx, p, WL_SNIP_TLS, WL_DIR_ORIG, off, WL_SNIPF_CONT, now, st);
