@@ -58,8 +58,14 @@ type DNSEvent struct {
 	RCode      uint16
 	RCodeName  string
 	Answers    []DNSAnswer
-	Len        int  // message bytes
+	Len        int  // message bytes (the whole message, also when the snippet was cut)
 	Truncated  bool // the snippet ended before the message
+	// Origin is the client on whose behalf the message was sent: Client,
+	// or — for a resolver's forwarded copy of a client's question, and the
+	// upstream answer to it — the client that asked first. Forwarded marks
+	// such copies: they were already counted for Origin.
+	Origin    netip.Addr
+	Forwarded bool
 }
 
 // DNSAnswer is one answer record.

@@ -275,7 +275,10 @@ func (d *Detector) OnDNS(e *detect.DNSEvent) {
 	if e.QName == "" {
 		return
 	}
-	if v := d.x.matchDomain(e.QName); v != "" && !e.Response {
+	if e.Response || e.Forwarded {
+		return // a resolver's copy belongs to the client that asked first
+	}
+	if v := d.x.matchDomain(e.QName); v != "" {
 		d.emit(e.Time, e.Client, e.Server, KindDomain, v, "a DNS query for "+e.QName, nil)
 	}
 }

@@ -80,7 +80,9 @@ func (d *Detector) Name() string { return "lateral" }
 
 // OnConn looks at established internal sessions to administration ports.
 func (d *Detector) OnConn(c *detect.Conn) {
-	if !c.Final || c.Key.Proto != event.ProtoTCP || !c.Established() {
+	// A session, not a probe: the handshake completed and data flowed
+	// (a scan that touches an open port is the scan detector's).
+	if !c.Final || c.Key.Proto != event.ProtoTCP || !c.Established() || (c.OrigFlags|c.RespFlags)&event.TCPPsh == 0 {
 		return
 	}
 	svc, ok := Services[c.Key.DstPort]
