@@ -9,7 +9,7 @@ PKGS    := ./...
 # uniquely named namespaces, so packages may run in parallel.
 TESTFLAGS ?= -count=1 -p 2 -timeout 25m
 
-.PHONY: all deps generate vmlinux build test test-short lint bench demo fuzz clean
+.PHONY: all deps generate vmlinux build test test-short lint bench demo eval fuzz clean
 
 # Debian packages the tests, the demo and the benchmarks use.
 DEBS := make git ca-certificates clang llvm libbpf-dev bpftool \
@@ -52,6 +52,11 @@ test-short:
 bench: build
 	$(BIN)/wardline bench $(BENCHFLAGS)
 
+## eval: detection quality on the labelled corpus in ../shared/corpus (per scenario and detector)
+CORPUS ?= ../shared/corpus
+eval: build
+	$(BIN)/wardline eval -corpus $(CORPUS)/generated
+
 ## demo: bring up the lab with the appliance inline and show live flows crossing it
 demo: build
 	$(BIN)/wardline lab demo $(DEMOFLAGS)
@@ -62,6 +67,11 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) ./appliance/config/
 	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./dataplane/
 	$(GO) test -run XXX -fuzz FuzzXDP -fuzztime $(FUZZTIME) ./dataplane/
+	for f in FuzzParseDNS FuzzParseClientHello FuzzParseHTTPRequest FuzzStratum FuzzQUICInitial; do \
+		$(GO) test -run XXX -fuzz $$f -fuzztime $(FUZZTIME) ./detect/proto/ || exit 1; done
+	for p in ./detect/pcap/ ./detect/dnstunnel/ ./detect/dga/; do \
+		for f in $$($(GO) test -list 'Fuzz.*' $$p | grep ^Fuzz); do \
+			$(GO) test -run XXX -fuzz $$f -fuzztime $(FUZZTIME) $$p || exit 1; done; done
 
 clean:
 	rm -rf $(BIN)

@@ -74,3 +74,24 @@ func flags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet("wardline "+name, flag.ContinueOnError)
 	return fs
 }
+
+// parseInterspersed parses flags that may come before, between or after
+// the positional arguments (wardline analyze a.pcap --eve out.json) and
+// returns the positional ones. "--" ends flag parsing.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if len(args) > 0 && len(rest) < len(args) && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
