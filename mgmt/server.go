@@ -9,6 +9,8 @@
 //	GET /health.json      {"healthy": bool, "first_error": "...", "checks": [...]}; 503 when unhealthy
 //	GET /api/v1/status    daemon status (attachments, modes, counters)
 //	GET /api/v1/flows     recent final flow records, newest last; ?limit=N
+//	GET /api/v1/alerts    recent alerts, newest last; ?limit=N
+//	GET /api/v1/incidents alerts grouped per attacker and time window
 //	GET /metrics          Prometheus text exposition
 package mgmt
 
@@ -63,7 +65,10 @@ type Options struct {
 	Status   func() any
 	// Flows returns up to limit recent flow records (JSON-encodable).
 	Flows func(limit int) any
-	Logf  func(format string, args ...any)
+	// Alerts returns up to limit recent alerts; Incidents the incidents.
+	Alerts    func(limit int) any
+	Incidents func() any
+	Logf      func(format string, args ...any)
 }
 
 // Server serves the management API.
@@ -130,8 +135,11 @@ func (s *Server) Handler() http.Handler {
 			writeJSON(w, http.StatusOK, s.opts.Status())
 		})
 	}
-	if s.opts.Flows != nil {
-		mux.HandleFunc("GET /api/v1/flows", func(w http.ResponseWriter, r *http.Request) {
+	limited := func(path string, f func(int) any) {
+		if f == nil {
+			return
+		}
+		mux.HandleFunc("GET "+path, func(w http.ResponseWriter, r *http.Request) {
 			limit := 100
 			if v := r.URL.Query().Get("limit"); v != "" {
 				n, err := strconv.Atoi(v)
@@ -141,7 +149,14 @@ func (s *Server) Handler() http.Handler {
 				}
 				limit = n
 			}
-			writeJSON(w, http.StatusOK, s.opts.Flows(limit))
+			writeJSON(w, http.StatusOK, f(limit))
+		})
+	}
+	limited("/api/v1/flows", s.opts.Flows)
+	limited("/api/v1/alerts", s.opts.Alerts)
+	if s.opts.Incidents != nil {
+		mux.HandleFunc("GET /api/v1/incidents", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, s.opts.Incidents())
 		})
 	}
 	return mux

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/wardline/wardline/dataplane"
+	"github.com/wardline/wardline/detect"
 	"github.com/wardline/wardline/lab"
 	"github.com/wardline/wardline/mgmt"
 )
@@ -84,6 +86,7 @@ func labDemo(ctx context.Context, args []string) error {
     "idle_timeout": "3s", "close_timeout": "1s", "sweep_interval": "500ms",
     "allowlist": [%q, %q]
   },
+  "detect": {"home_nets": ["198.18.0.0/24", "2001:db8:18::/64"]},
   "log": {"flows": true}
 }
 `, l.Box.Inside, l.Box.Outside, l.Box.Mgmt, listen, *mode, bpffs, pinDir, l.Host("router").IPv4.String()+"/32", l.Resolver.String()+"/32")
@@ -124,6 +127,35 @@ func labDemo(ctx context.Context, args []string) error {
 	run(c2, "curl", "-sS", "-o", "/dev/null", "-w", "HTTP %{http_code}, %{size_download} bytes", fmt.Sprintf("http://%s/bytes?n=5000000", web.IPv4))
 	run(c1, "curl", "-sS", "-6", "-o", "/dev/null", "-w", "HTTP over IPv6 %{http_code}", fmt.Sprintf("http://[%s]/", web.IPv6))
 	run(c3, "ping", "-c", "2", "-i", "0.2", c2host.IPv4.String())
+
+	step("client3 scans %s; the detection engine in wardlined sees it live", web.IPv4)
+	fmt.Printf("  client3$ (connect scan of 100 ports)\n")
+	c3.Do(func() error {
+		for p := 2000; p < 2100; p++ {
+			if c, err := net.DialTimeout("tcp", netip.AddrPortFrom(web.IPv4, uint16(p)).String(), 500*time.Millisecond); err == nil {
+				c.Close()
+			}
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond)
+	var alerts []struct {
+		Type, Subtype, Signature string
+		Risk                     float64               `json:"risk_score"`
+		TTD                      time.Duration         `json:"time_to_detect"`
+		Reasons                  []detect.Contribution `json:"risk_contributions"`
+		MITRE                    detect.MITRE
+	}
+	if err := client.Get(ctx, "/api/v1/alerts", &alerts); err != nil {
+		return err
+	}
+	for _, a := range alerts {
+		fmt.Printf("  ALERT risk %.0f %s/%s (%s %s), detected %v after the decisive packet:\n    %s\n", a.Risk, a.Type, a.Subtype,
+			a.MITRE.TechniqueID, a.MITRE.TechniqueName, a.TTD.Round(time.Millisecond), a.Signature)
+		for _, r := range a.Reasons {
+			fmt.Printf("      +%.0f %s: %s\n", r.Points, r.Feature, r.Why)
+		}
+	}
 
 	step("blocking client3 (%s) in the XDP blocklist", c3.IPv4)
 	lists, err := dataplane.OpenLists(pinDir)

@@ -26,7 +26,23 @@ type Config struct {
 	Bridge     Bridge
 	Management Management
 	Dataplane  Dataplane
+	Detect     Detect
 	Log        Log
+}
+
+// Detect configures the detection engine.
+type Detect struct {
+	HomeNets   []netip.Prefix // default: the private ranges (RFC 1918, fc00::/7)
+	Assets     string         // asset inventory file (CSV or JSON), optional
+	Indicators string         // IOC lists (JSON), optional
+	EVE        string         // EVE JSON output file, optional
+	Disabled   []string       // detector names to leave out
+}
+
+// DefaultHomeNets are the home networks when the config names none.
+var DefaultHomeNets = []netip.Prefix{
+	netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("fc00::/7"),
 }
 
 // Bridge describes the bump-in-the-wire: two ports in one bridge.
@@ -87,6 +103,7 @@ func (d Dataplane) Options() dataplane.Options {
 type Log struct {
 	Flows    bool // one line per flow record
 	Snippets bool // one line per payload snippet
+	Alerts   bool // one line per alert (default true)
 }
 
 // raw mirrors the file. Pointers distinguish "absent" from zero.
@@ -120,9 +137,17 @@ type raw struct {
 			Match  string `json:"match"`
 		} `json:"blocklist"`
 	} `json:"dataplane"`
+	Detect *struct {
+		HomeNets   []string `json:"home_nets"`
+		Assets     string   `json:"assets"`
+		Indicators string   `json:"indicators"`
+		EVE        string   `json:"eve"`
+		Disabled   []string `json:"disabled"`
+	} `json:"detect"`
 	Log *struct {
-		Flows    bool `json:"flows"`
-		Snippets bool `json:"snippets"`
+		Flows    bool  `json:"flows"`
+		Snippets bool  `json:"snippets"`
+		Alerts   *bool `json:"alerts"`
 	} `json:"log"`
 }
 
@@ -344,8 +369,33 @@ func (r *raw) validate() (*Config, []error) {
 			dp.Blocklist = append(dp.Blocklist, StaticBlock{Prefix: p.Masked(), List: l})
 		}
 	}
+	c.Detect.HomeNets = DefaultHomeNets
+	if d := r.Detect; d != nil {
+		if len(d.HomeNets) > 0 {
+			c.Detect.HomeNets = nil
+		}
+		for i, h := range d.HomeNets {
+			p, err := netip.ParsePrefix(h)
+			if err != nil {
+				fail(fmt.Sprintf("detect.home_nets[%d]", i), "%q is not a prefix (like 10.0.0.0/8)", h)
+				continue
+			}
+			c.Detect.HomeNets = append(c.Detect.HomeNets, p.Masked())
+		}
+		c.Detect.Assets, c.Detect.Indicators, c.Detect.EVE = d.Assets, d.Indicators, d.EVE
+		c.Detect.Disabled = d.Disabled
+		for _, f := range []struct{ field, path string }{{"detect.assets", d.Assets}, {"detect.indicators", d.Indicators}, {"detect.eve", d.EVE}} {
+			if f.path != "" && !strings.HasPrefix(f.path, "/") {
+				fail(f.field, "%q must be an absolute path", f.path)
+			}
+		}
+	}
+	c.Log.Alerts = true
 	if r.Log != nil {
-		c.Log = Log{Flows: r.Log.Flows, Snippets: r.Log.Snippets}
+		c.Log.Flows, c.Log.Snippets = r.Log.Flows, r.Log.Snippets
+		if r.Log.Alerts != nil {
+			c.Log.Alerts = *r.Log.Alerts
+		}
 	}
 	return c, errs
 }

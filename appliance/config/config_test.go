@@ -29,8 +29,11 @@ func TestReferenceConfig(t *testing.T) {
 	if len(d.Allowlist) != 2 || len(d.Blocklist) != 2 || d.Blocklist[1].List != dataplane.BlockDst {
 		t.Errorf("lists %+v %+v", d.Allowlist, d.Blocklist)
 	}
-	if !c.Log.Flows || c.Log.Snippets {
+	if !c.Log.Flows || c.Log.Snippets || !c.Log.Alerts {
 		t.Errorf("log %+v", c.Log)
+	}
+	if len(c.Detect.HomeNets) != 2 || c.Detect.EVE != "/perm/wardline/eve.json" || c.Detect.Indicators == "" {
+		t.Errorf("detect %+v", c.Detect)
 	}
 	if err := d.Options().Validate(); err != nil {
 		t.Errorf("reference dataplane options rejected by the dataplane: %v", err)
@@ -75,6 +78,7 @@ func TestBadConfigs(t *testing.T) {
 		{"close > idle", strings.Replace(ok, `"generic"`, `"generic", "idle_timeout": "2s", "close_timeout": "3s"`, 1), []string{"close_timeout", "longer than idle_timeout"}},
 		{"bad block", strings.Replace(ok, `"generic"`, `"generic", "blocklist": [{"prefix": "1.2.3.4/33", "match": "src"}, {"prefix": "1.2.3.0/24", "match": "both"}]`, 1),
 			[]string{"dataplane.blocklist[0].prefix", "dataplane.blocklist[1].match"}},
+		{"bad home net", strings.Replace(ok, `"dataplane":`, `"detect": {"home_nets": ["10.0.0.0/33"], "eve": "eve.json"}, "dataplane":`, 1), []string{"detect.home_nets[0]", "detect.eve", "absolute"}},
 		{"pin outside bpffs", strings.Replace(ok, `"generic"`, `"generic", "pin_dir": "/tmp/pins"`, 1), []string{"dataplane.pin_dir", "below the bpffs"}},
 	}
 	for _, tc := range tests {

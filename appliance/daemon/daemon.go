@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -19,6 +20,8 @@ import (
 	"github.com/wardline/wardline/appliance/config"
 	"github.com/wardline/wardline/dataplane"
 	"github.com/wardline/wardline/dataplane/event"
+	"github.com/wardline/wardline/detect/engine"
+	"github.com/wardline/wardline/detect/eve"
 	"github.com/wardline/wardline/mgmt"
 )
 
@@ -46,6 +49,11 @@ type Daemon struct {
 	ports   map[uint32]string // ifindex -> interface name
 	flowLog *rateLimiter
 
+	eng     *engine.Engine
+	eve     *eve.Writer
+	eveFile *os.File
+	alerts  *recentAlerts
+
 	mu      sync.Mutex
 	attach  []dataplane.Attachment
 	readErr error
@@ -58,7 +66,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		opts.Logf = func(string, ...any) {}
 	}
 	d := &Daemon{cfg: cfg, opts: opts, started: time.Now(), flows: newRecentFlows(1024),
-		ports: map[uint32]string{}, flowLog: newRateLimiter(50, time.Second)}
+		ports: map[uint32]string{}, flowLog: newRateLimiter(50, time.Second), alerts: newRecentAlerts(512)}
 	if err := d.setup(); err != nil {
 		if d.dp != nil {
 			d.dp.Close()
@@ -125,16 +133,22 @@ func (d *Daemon) setup() error {
 	if d.rd, err = d.dp.NewReader(); err != nil {
 		return err
 	}
+	if err := d.setupDetect(); err != nil {
+		d.rd.Close()
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &collector{d: d})
 	d.mgmt, err = mgmt.Listen(mgmt.Options{
-		Listen:   c.Management.Listen,
-		Gatherer: reg,
-		Health:   d.Health,
-		Status:   func() any { return d.Status() },
-		Flows:    func(n int) any { return d.RecentFlows(n) },
-		Logf:     d.opts.Logf,
+		Listen:    c.Management.Listen,
+		Gatherer:  reg,
+		Health:    d.Health,
+		Status:    func() any { return d.Status() },
+		Flows:     func(n int) any { return d.RecentFlows(n) },
+		Alerts:    func(n int) any { return d.alerts.last(n) },
+		Incidents: func() any { return d.eng.Incidents() },
+		Logf:      d.opts.Logf,
 	})
 	if err != nil {
 		d.rd.Close()
@@ -164,6 +178,11 @@ func (d *Daemon) run(ctx context.Context) error {
 		defer wg.Done()
 		d.dp.RunSweeper(ctx, d.cfg.Dataplane.SweepInterval, func(err error) { d.logf("%v", err) })
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.housekeeping(ctx)
+	}()
 	mgmtErr := make(chan error, 1)
 	wg.Add(1)
 	go func() {
@@ -184,6 +203,7 @@ func (d *Daemon) run(ctx context.Context) error {
 	cancel()
 	d.rd.Close()
 	wg.Wait()
+	d.closeDetect()
 	d.logf("wardlined stopped; the XDP fast path stays attached and pinned in %s (traffic keeps flowing)", d.cfg.Dataplane.PinDir)
 	if errors.Is(err, context.Canceled) {
 		err = nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -378,5 +379,76 @@ func TestDaemonBadConfig(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("error output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestDaemonDetectsLive: the fast path's live events feed the detection
+// engine inside wardlined; a port scan and a contact with a listed address
+// from the office become alerts on the management API and in the EVE file,
+// within a second of the decisive packet.
+func TestDaemonDetectsLive(t *testing.T) {
+	b := newBox(t, dataplane.ModeGeneric)
+	dir := t.TempDir()
+	eveFile := filepath.Join(dir, "eve.json")
+	iocFile := filepath.Join(dir, "indicators.json")
+	c2 := b.l.Host("c2").IPv4
+	os.WriteFile(iocFile, []byte(fmt.Sprintf(`{"ips": [%q]}`, c2)), 0o644)
+	cfg, _ := os.ReadFile(b.cfg)
+	cfg = []byte(strings.Replace(string(cfg), `"log":`, fmt.Sprintf(`"detect": {"home_nets": ["198.18.0.0/24"], "eve": %q, "indicators": %q}, "log":`, eveFile, iocFile), 1))
+	os.WriteFile(b.cfg, cfg, 0o644)
+	b.start(t)
+
+	attacker := b.l.Host("client1")
+	web := b.l.Host("web").IPv4
+	// A connect scan of 60 ports: closed ones answer with a reset.
+	err := attacker.Do(func() error {
+		for p := 1000; p < 1060; p++ {
+			c, err := net.DialTimeout("tcp", netip.AddrPortFrom(web, uint16(p)).String(), time.Second)
+			if err == nil {
+				c.Close()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := attacker.Run(context.Background(), "curl", "-sS", "-o", "/dev/null", "http://"+c2.String()+"/beacon"); err != nil {
+		t.Fatal(err)
+	}
+	type alert struct {
+		Type         string        `json:"type"`
+		Attacker     string        `json:"attacker"`
+		Risk         float64       `json:"risk_score"`
+		TimeToDetect time.Duration `json:"time_to_detect"`
+		Reasons      []any         `json:"risk_contributions"`
+	}
+	want := map[string]bool{"port_scan": false, "ioc_match": false}
+	deadline := time.Now().Add(10 * time.Second)
+	var alerts []alert
+	for time.Now().Before(deadline) {
+		if err := b.mgmt.Get(context.Background(), "/api/v1/alerts", &alerts); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range alerts {
+			if _, ok := want[a.Type]; ok && a.Attacker == attacker.IPv4.String() {
+				want[a.Type] = true
+				if a.TimeToDetect <= 0 || a.TimeToDetect > time.Second || a.Risk <= 0 || len(a.Reasons) == 0 {
+					t.Errorf("%s alert: ttd %v risk %.0f reasons %d", a.Type, a.TimeToDetect, a.Risk, len(a.Reasons))
+				}
+			}
+		}
+		if want["port_scan"] && want["ioc_match"] {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !want["port_scan"] || !want["ioc_match"] {
+		t.Fatalf("live alerts %+v, want a port scan and an IOC match by %s", alerts, attacker.IPv4)
+	}
+	time.Sleep(1200 * time.Millisecond) // the EVE file is flushed every second
+	out, err := os.ReadFile(eveFile)
+	if err != nil || !strings.Contains(string(out), `"event_type":"alert"`) || !strings.Contains(string(out), `"event_type":"flow"`) {
+		t.Errorf("EVE file lacks alert/flow events (%v): %.300s", err, out)
 	}
 }

@@ -228,17 +228,17 @@ func (r *rateLimiter) suppressedCount() uint64 {
 type collector struct{ d *Daemon }
 
 var (
-	descAttached   = prometheus.NewDesc("wardline_dataplane_xdp_attached", "1 for each port the XDP program is attached to, with its mode.", []string{"interface", "role", "mode"}, nil)
-	descRingFail   = prometheus.NewDesc("wardline_dataplane_ringbuf_reserve_failures_total", "Ring-buffer reserve/output failures per CPU and event type (events lost or, for final flow records, delayed).", []string{"cpu", "event"}, nil)
-	descEvictions  = prometheus.NewDesc("wardline_dataplane_flow_evictions_total", "Flows evicted from the LRU flow table under pressure (their records were lost); a lower bound derived at each sweep.", nil, nil)
-	descLive       = prometheus.NewDesc("wardline_dataplane_flows_live", "Flow table entries at the last sweep.", nil, nil)
-	descTableSize  = prometheus.NewDesc("wardline_dataplane_flow_table_size", "Flow table capacity.", nil, nil)
-	descPending    = prometheus.NewDesc("wardline_dataplane_ringbuf_pending_bytes", "Bytes waiting in the ring buffer.", nil, nil)
-	descRingSize   = prometheus.NewDesc("wardline_dataplane_ringbuf_size_bytes", "Ring buffer capacity.", nil, nil)
-	descReader     = prometheus.NewDesc("wardline_reader_events_total", "Events decoded by the ring-buffer reader.", []string{"type"}, nil)
-	descMalformed  = prometheus.NewDesc("wardline_reader_malformed_total", "Ring-buffer records the reader could not decode (skipped).", nil, nil)
-	descSuppressed = prometheus.NewDesc("wardline_log_suppressed_total", "Per-flow log lines dropped by the log rate limiter.", nil, nil)
-	descLastSweep  = prometheus.NewDesc("wardline_dataplane_last_sweep_timestamp_seconds", "When the flow sweeper last ran.", nil, nil)
+	descAttached      = prometheus.NewDesc("wardline_dataplane_xdp_attached", "1 for each port the XDP program is attached to, with its mode.", []string{"interface", "role", "mode"}, nil)
+	descRingFail      = prometheus.NewDesc("wardline_dataplane_ringbuf_reserve_failures_total", "Ring-buffer reserve/output failures per CPU and event type (events lost or, for final flow records, delayed).", []string{"cpu", "event"}, nil)
+	descEvictions     = prometheus.NewDesc("wardline_dataplane_flow_evictions_total", "Flows evicted from the LRU flow table under pressure (their records were lost); a lower bound derived at each sweep.", nil, nil)
+	descLive          = prometheus.NewDesc("wardline_dataplane_flows_live", "Flow table entries at the last sweep.", nil, nil)
+	descTableSize     = prometheus.NewDesc("wardline_dataplane_flow_table_size", "Flow table capacity.", nil, nil)
+	descPending       = prometheus.NewDesc("wardline_dataplane_ringbuf_pending_bytes", "Bytes waiting in the ring buffer.", nil, nil)
+	descRingSize      = prometheus.NewDesc("wardline_dataplane_ringbuf_size_bytes", "Ring buffer capacity.", nil, nil)
+	descReader        = prometheus.NewDesc("wardline_reader_events_total", "Events decoded by the ring-buffer reader.", []string{"type"}, nil)
+	descMalformed     = prometheus.NewDesc("wardline_reader_malformed_total", "Ring-buffer records the reader could not decode (skipped).", nil, nil)
+	descLogSuppressed = prometheus.NewDesc("wardline_log_suppressed_total", "Per-flow log lines dropped by the log rate limiter.", nil, nil)
+	descLastSweep     = prometheus.NewDesc("wardline_dataplane_last_sweep_timestamp_seconds", "When the flow sweeper last ran.", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
@@ -275,5 +275,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descReader, prometheus.CounterValue, float64(rs.Flows), "flow")
 	ch <- prometheus.MustNewConstMetric(descReader, prometheus.CounterValue, float64(rs.Snippets), "snippet")
 	ch <- prometheus.MustNewConstMetric(descMalformed, prometheus.CounterValue, float64(rs.Malformed))
-	ch <- prometheus.MustNewConstMetric(descSuppressed, prometheus.CounterValue, float64(d.flowLog.suppressedCount()))
+	ch <- prometheus.MustNewConstMetric(descLogSuppressed, prometheus.CounterValue, float64(d.flowLog.suppressedCount()))
+	c.collectDetect(ch)
 }
