@@ -13,7 +13,7 @@ import (
 )
 
 func init() {
-	register(command{name: "ctl", usage: "talk to a running wardlined: status, health, flows, metrics", run: runCtl})
+	register(command{name: "ctl", usage: "talk to a running wardlined: status, health, flows, alerts, incidents, metrics", run: runCtl})
 }
 
 func runCtl(ctx context.Context, args []string) error {
@@ -26,7 +26,7 @@ func runCtl(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return fmt.Errorf("usage: wardline ctl [-addr host:port] [-lab ID] status|health|flows|metrics")
+		return fmt.Errorf("usage: wardline ctl [-addr host:port] [-lab ID] status|health|flows|alerts|incidents|metrics")
 	}
 	c := mgmt.NewClient(*addr)
 	if *labID != "" {
@@ -66,6 +66,16 @@ func runCtl(ctx context.Context, args []string) error {
 		}
 		printFlows(os.Stdout, flows, *all)
 		return nil
+	case "alerts", "incidents":
+		var v any
+		path := "/api/v1/" + fs.Arg(0)
+		if fs.Arg(0) == "alerts" {
+			path += fmt.Sprintf("?limit=%d", *limit)
+		}
+		if err := c.Get(ctx, path, &v); err != nil {
+			return err
+		}
+		return printJSON(v)
 	case "metrics":
 		resp, err := c.HTTP.Get(c.Base + "/metrics")
 		if err != nil {
@@ -75,7 +85,7 @@ func runCtl(ctx context.Context, args []string) error {
 		_, err = io.Copy(os.Stdout, resp.Body)
 		return err
 	}
-	return fmt.Errorf("wardline ctl: unknown command %q (want status, health, flows or metrics)", strings.Join(fs.Args(), " "))
+	return fmt.Errorf("wardline ctl: unknown command %q (want status, health, flows, alerts, incidents or metrics)", strings.Join(fs.Args(), " "))
 }
 
 func printJSON(v any) error {
