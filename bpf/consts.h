@@ -43,6 +43,8 @@
 #define TCPF_CWR 0x80
 
 #define DNS_PORT 53
+#define DHCP_SERVER_PORT 67
+#define DHCP_CLIENT_PORT 68
 
 /* Compile-time bounds. */
 #define WL_VLAN_MAX 2        /* 802.1Q/802.1ad tags parsed; a third is a parse error */

@@ -35,6 +35,7 @@ enum wl_snippet_kind {
 	WL_SNIP_HTTP = 3, /* first client payload starting an HTTP/1.x request */
 	WL_SNIP_PAYLOAD = 4, /* first client payload of any other TCP flow (SSH banner, SMB, JSON-RPC, ...) */
 	WL_SNIP_ARP = 5,  /* an ARP frame: key saddr/daddr = sender/target IPv4, sport = opcode */
+	WL_SNIP_DHCP = 6, /* a DHCPv4 message (UDP 67/68) */
 };
 
 /* Snippet flags (wl_snippet_event.flags). */

@@ -387,6 +387,10 @@ static __always_inline void track(struct xdp_md *ctx, struct pkt *p, __u32 len, 
 		  (sport == DNS_PORT || dport == DNS_PORT);
 	if (dns && p->payload_len)
 		emit_snippet(ctx, p, WL_SNIP_DNS, dir, 0, 0, now, st);
+	/* DHCPv4 (BOOTP ports): host names for passive discovery. */
+	if (p->key.proto == PROTO_UDP && !p->frag && p->payload_len &&
+	    (sport == DHCP_SERVER_PORT || dport == DHCP_SERVER_PORT || sport == DHCP_CLIENT_PORT || dport == DHCP_CLIENT_PORT))
+		emit_snippet(ctx, p, WL_SNIP_DHCP, dir, 0, 0, now, st);
 
 	if (p->key.proto == PROTO_TCP && !p->frag) {
 		__u8 fl = p->tcp_flags;

@@ -150,6 +150,7 @@ const (
 	bpfWlSnippetKindWL_SNIP_HTTP    bpfWlSnippetKind = 3
 	bpfWlSnippetKindWL_SNIP_PAYLOAD bpfWlSnippetKind = 4
 	bpfWlSnippetKindWL_SNIP_ARP     bpfWlSnippetKind = 5
+	bpfWlSnippetKindWL_SNIP_DHCP    bpfWlSnippetKind = 6
 )
 
 type bpfWlStat uint32

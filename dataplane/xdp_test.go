@@ -277,6 +277,16 @@ func TestPacketTable(t *testing.T) {
 			},
 		},
 		{
+			name: "dhcp becomes a snippet", want: xdpPass,
+			frames: [][]byte{udpFrame(t, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, make([]byte, 300))},
+			stats:  map[Stat]uint64{StatEvSnippet: 1},
+			check: func(t *testing.T, ev collected) {
+				if len(ev.snippets) != 1 || ev.snippets[0].Kind != event.SnippetDHCP || len(ev.snippets[0].Data) != 300 {
+					t.Fatalf("snippets %+v", ev.snippets)
+				}
+			},
+		},
+		{
 			name: "blocklisted ARP sender still passes", frames: [][]byte{arp}, want: xdpPass,
 			setup: func(t *testing.T) {
 				if err := d.Lists().Add(BlockSrc, netip.PrefixFrom(client4, 32)); err != nil {

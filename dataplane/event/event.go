@@ -69,6 +69,8 @@ const (
 	// SnippetARP is an Ethernet/IPv4 ARP frame: Key.Src and Key.Dst are
 	// the sender and target protocol addresses, Key.SrcPort the opcode.
 	SnippetARP SnippetKind = 5
+	// SnippetDHCP is a DHCPv4 message (UDP port 67 or 68).
+	SnippetDHCP SnippetKind = 6
 )
 
 func (k SnippetKind) String() string {
@@ -83,6 +85,8 @@ func (k SnippetKind) String() string {
 		return "payload"
 	case SnippetARP:
 		return "arp"
+	case SnippetDHCP:
+		return "dhcp"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

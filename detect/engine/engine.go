@@ -413,6 +413,8 @@ func (e *Engine) HandleSnippet(s *event.Snippet) {
 		e.onPayload(s)
 	case event.SnippetARP:
 		e.onARP(s)
+	case event.SnippetDHCP:
+		e.onDHCP(s)
 	}
 }
 
@@ -572,6 +574,19 @@ func (e *Engine) onARP(s *event.Snippet) {
 		SenderIP: netip.AddrFrom4([4]byte(b[14:18])), TargetIP: netip.AddrFrom4([4]byte(b[24:28]))}
 	for _, o := range e.arpObs {
 		o.OnARP(a)
+	}
+}
+
+// onDHCP learns host names for passive discovery: a client's Request or
+// the server's Ack names the address the client will use.
+func (e *Engine) onDHCP(s *event.Snippet) {
+	d, err := proto.ParseDHCP(s.Data)
+	if err != nil {
+		e.parseError("dhcp")
+		return
+	}
+	if d.Hostname != "" {
+		e.inv.Learn(d.Addr(), d.Hostname, "dhcp", s.Time)
 	}
 }
 

@@ -139,6 +139,30 @@ func TestEVEOutput(t *testing.T) {
 	}
 }
 
+// TestDHCPNamesTheAttacker: passive discovery from a DHCP request names
+// the host in later alerts.
+func TestDHCPNamesTheAttacker(t *testing.T) {
+	var got []*detect.Alert
+	e, _ := New(Config{HomeNets: home}, Sinks{Alert: func(a *detect.Alert) { got = append(got, a) }}, nil)
+	d := &layers.DHCPv4{Operation: layers.DHCPOpRequest, HardwareType: layers.LinkTypeEthernet, HardwareLen: 6,
+		ClientHWAddr: []byte{2, 0, 0, 0, 0, 0x10},
+		Options: layers.DHCPOptions{
+			layers.NewDHCPOption(layers.DHCPOptMessageType, []byte{byte(layers.DHCPMsgTypeRequest)}),
+			layers.NewDHCPOption(layers.DHCPOptRequestIP, client.AsSlice()),
+			layers.NewDHCPOption(layers.DHCPOptHostname, []byte("reception-pc")),
+		}}
+	buf := gopacket.NewSerializeBuffer()
+	if err := d.SerializeTo(buf, gopacket.SerializeOptions{FixLengths: true}); err != nil {
+		t.Fatal(err)
+	}
+	e.HandleSnippet(&event.Snippet{Kind: event.SnippetDHCP, Time: t0, Data: buf.Bytes(),
+		Key: event.FlowKey{Src: netip.IPv4Unspecified(), Dst: netip.AddrFrom4([4]byte{255, 255, 255, 255}), SrcPort: 68, DstPort: 67, Proto: event.ProtoUDP}})
+	feedScan(e, client, 30, t0.Add(time.Second))
+	if len(got) != 1 || got[0].AttackerAsset != "reception-pc" {
+		t.Fatalf("alerts %+v, want one naming reception-pc", got)
+	}
+}
+
 func BenchmarkHandleFlow(b *testing.B) {
 	e, _ := New(Config{HomeNets: home}, Sinks{}, nil)
 	f := event.Flow{Key: event.FlowKey{Src: client, Dst: netip.MustParseAddr("203.0.113.10"), SrcPort: 40000, DstPort: 443, Proto: event.ProtoTCP},

@@ -36,6 +36,8 @@ const (
 	snippetContMax = 3    // WL_SNIPPET_CONT_MAX
 	peekLen        = 8    // WL_PEEK_LEN
 	dnsPort        = 53
+	dhcpServerPort = 67 // DHCP_SERVER_PORT
+	dhcpClientPort = 68 // DHCP_CLIENT_PORT
 )
 
 // none marks the end of an intrusive list.
@@ -387,6 +389,11 @@ func (t *Tracker) track(p *pkt, data []byte, wire uint64, now int64, ifindex uin
 		(sport == dnsPort || dport == dnsPort)
 	if dns && p.payloadLen > 0 {
 		t.emitSnippet(p, data, now, event.SnippetDNS, dir, 0, false, ifindex)
+	}
+	// DHCPv4 for passive discovery (xdp_wardline.c, after the DNS snippet).
+	if p.key.proto == protoUDP && !p.frag && p.payloadLen > 0 &&
+		(sport == dhcpServerPort || dport == dhcpServerPort || sport == dhcpClientPort || dport == dhcpClientPort) {
+		t.emitSnippet(p, data, now, event.SnippetDHCP, dir, 0, false, ifindex)
 	}
 
 	if p.key.proto == protoTCP && !p.frag {
