@@ -37,6 +37,26 @@ type Detect struct {
 	Indicators string         // IOC lists (JSON), optional
 	EVE        string         // EVE JSON output file, optional
 	Disabled   []string       // detector names to leave out
+	// Suppress drops matching alerts (counted per rule); Maintenance
+	// drops alerts during a window (counted per window).
+	Suppress    []SuppressRule
+	Maintenance []MaintenanceWindow
+}
+
+// SuppressRule matches alerts to drop; empty fields match anything.
+type SuppressRule struct {
+	Name     string
+	Type     string
+	Detector string
+	Attacker netip.Prefix
+	Victim   netip.Prefix
+}
+
+// MaintenanceWindow silences alerts for a while (for some prefixes, or all).
+type MaintenanceWindow struct {
+	Name     string
+	From, To time.Time
+	Prefixes []netip.Prefix
 }
 
 // DefaultHomeNets are the home networks when the config names none.
@@ -143,6 +163,19 @@ type raw struct {
 		Indicators string   `json:"indicators"`
 		EVE        string   `json:"eve"`
 		Disabled   []string `json:"disabled"`
+		Suppress   []struct {
+			Name     string `json:"name"`
+			Type     string `json:"type"`
+			Detector string `json:"detector"`
+			Attacker string `json:"attacker"`
+			Victim   string `json:"victim"`
+		} `json:"suppress"`
+		Maintenance []struct {
+			Name     string   `json:"name"`
+			From     string   `json:"from"`
+			To       string   `json:"to"`
+			Prefixes []string `json:"prefixes"`
+		} `json:"maintenance"`
 	} `json:"detect"`
 	Log *struct {
 		Flows    bool  `json:"flows"`
@@ -384,6 +417,51 @@ func (r *raw) validate() (*Config, []error) {
 		}
 		c.Detect.Assets, c.Detect.Indicators, c.Detect.EVE = d.Assets, d.Indicators, d.EVE
 		c.Detect.Disabled = d.Disabled
+		optPrefix := func(field, v string) netip.Prefix {
+			if v == "" {
+				return netip.Prefix{}
+			}
+			p, err := netip.ParsePrefix(v)
+			if err != nil {
+				if a, aerr := netip.ParseAddr(v); aerr == nil {
+					return netip.PrefixFrom(a, a.BitLen())
+				}
+				fail(field, "%q is not an address or prefix", v)
+			}
+			return p.Masked()
+		}
+		for i, r := range d.Suppress {
+			f := fmt.Sprintf("detect.suppress[%d]", i)
+			if r.Name == "" {
+				fail(f+".name", "required (it names the counter of what the rule suppressed)")
+			}
+			if r.Type == "" && r.Detector == "" && r.Attacker == "" && r.Victim == "" {
+				fail(f, "matches every alert; give at least one of type, detector, attacker, victim")
+			}
+			c.Detect.Suppress = append(c.Detect.Suppress, SuppressRule{Name: r.Name, Type: r.Type, Detector: r.Detector,
+				Attacker: optPrefix(f+".attacker", r.Attacker), Victim: optPrefix(f+".victim", r.Victim)})
+		}
+		for i, m := range d.Maintenance {
+			f := fmt.Sprintf("detect.maintenance[%d]", i)
+			w := MaintenanceWindow{Name: m.Name}
+			var err error
+			if w.From, err = time.Parse(time.RFC3339, m.From); err != nil {
+				fail(f+".from", "%q is not an RFC 3339 time (like 2026-12-01T22:00:00Z)", m.From)
+			}
+			if w.To, err = time.Parse(time.RFC3339, m.To); err != nil {
+				fail(f+".to", "%q is not an RFC 3339 time", m.To)
+			}
+			if m.Name == "" {
+				fail(f+".name", "required")
+			}
+			if !w.To.After(w.From) {
+				fail(f+".to", "must be after from")
+			}
+			for j, p := range m.Prefixes {
+				w.Prefixes = append(w.Prefixes, optPrefix(fmt.Sprintf("%s.prefixes[%d]", f, j), p))
+			}
+			c.Detect.Maintenance = append(c.Detect.Maintenance, w)
+		}
 		for _, f := range []struct{ field, path string }{{"detect.assets", d.Assets}, {"detect.indicators", d.Indicators}, {"detect.eve", d.EVE}} {
 			if f.path != "" && !strings.HasPrefix(f.path, "/") {
 				fail(f.field, "%q must be an absolute path", f.path)

@@ -32,7 +32,8 @@ func TestReferenceConfig(t *testing.T) {
 	if !c.Log.Flows || c.Log.Snippets || !c.Log.Alerts {
 		t.Errorf("log %+v", c.Log)
 	}
-	if len(c.Detect.HomeNets) != 2 || c.Detect.EVE != "/perm/wardline/eve.json" || c.Detect.Indicators == "" {
+	if len(c.Detect.HomeNets) != 2 || c.Detect.EVE != "/perm/wardline/eve.json" || c.Detect.Indicators == "" ||
+		len(c.Detect.Suppress) != 1 || c.Detect.Suppress[0].Attacker.Bits() != 32 || len(c.Detect.Maintenance) != 1 {
 		t.Errorf("detect %+v", c.Detect)
 	}
 	if err := d.Options().Validate(); err != nil {
@@ -79,6 +80,8 @@ func TestBadConfigs(t *testing.T) {
 		{"bad block", strings.Replace(ok, `"generic"`, `"generic", "blocklist": [{"prefix": "1.2.3.4/33", "match": "src"}, {"prefix": "1.2.3.0/24", "match": "both"}]`, 1),
 			[]string{"dataplane.blocklist[0].prefix", "dataplane.blocklist[1].match"}},
 		{"bad home net", strings.Replace(ok, `"dataplane":`, `"detect": {"home_nets": ["10.0.0.0/33"], "eve": "eve.json"}, "dataplane":`, 1), []string{"detect.home_nets[0]", "detect.eve", "absolute"}},
+		{"bad suppression", strings.Replace(ok, `"dataplane":`, `"detect": {"suppress": [{"name": "x"}], "maintenance": [{"name": "m", "from": "tonight", "to": "2026-01-01T00:00:00Z"}]}, "dataplane":`, 1),
+			[]string{"detect.suppress[0]: matches every alert", "detect.maintenance[0].from"}},
 		{"pin outside bpffs", strings.Replace(ok, `"generic"`, `"generic", "pin_dir": "/tmp/pins"`, 1), []string{"dataplane.pin_dir", "below the bpffs"}},
 	}
 	for _, tc := range tests {

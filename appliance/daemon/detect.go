@@ -39,8 +39,15 @@ func (d *Daemon) setupDetect() error {
 		d.eveFile, d.eve = f, eve.NewWriter(f, eve.AllTypes, d.cfg.Bridge.Name)
 		sinks.EVE = d.eve
 	}
-	eng, err := engine.New(engine.Config{HomeNets: c.HomeNets, Assets: assets, IndicatorsFile: c.Indicators,
-		Live: true, Disabled: c.Disabled, SnippetLen: int(d.cfg.Dataplane.SnippetBytes)}, sinks, d.opts.Logf)
+	ecfg := engine.Config{HomeNets: c.HomeNets, Assets: assets, IndicatorsFile: c.Indicators,
+		Live: true, Disabled: c.Disabled, SnippetLen: int(d.cfg.Dataplane.SnippetBytes)}
+	for _, r := range c.Suppress {
+		ecfg.Suppress = append(ecfg.Suppress, engine.SuppressRule(r))
+	}
+	for _, w := range c.Maintenance {
+		ecfg.Maintenance = append(ecfg.Maintenance, engine.MaintenanceWindow(w))
+	}
+	eng, err := engine.New(ecfg, sinks, d.opts.Logf)
 	if err != nil {
 		if d.eveFile != nil {
 			d.eveFile.Close()
