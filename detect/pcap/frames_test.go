@@ -223,8 +223,8 @@ type entry struct {
 // entries returns the flow table.
 func entries(tr *Tracker) []entry {
 	var out []entry
-	for _, i := range tr.index {
-		f := tr.flows[i]
+	for i := tr.lru.head; i != none; i = tr.tab.at(i).lru.next {
+		f := *tr.tab.at(i)
 		k := f.key
 		if !f.loIsOrig {
 			flip(&k, &f.key)

@@ -90,9 +90,7 @@ type Tracker struct {
 	sample   uint32
 	maxFlows int
 
-	index  map[flowKey]int32
-	flows  []flow // slab; index held by index and the lists
-	free   []int32
+	tab    flowTable // the flows, held by their keys and the lists
 	lru    list
 	closed list
 
@@ -127,7 +125,7 @@ func NewTracker(opts Options, h event.Handler) (*Tracker, error) {
 		snipLen:  opts.SnippetLen,
 		sample:   opts.FlowSample,
 		maxFlows: int(opts.FlowTableSize),
-		index:    make(map[flowKey]int32, min(int(opts.FlowTableSize), 4096)),
+		tab:      newFlowTable(),
 		lru:      list{none, none},
 		closed:   list{none, none},
 	}, nil
@@ -140,12 +138,12 @@ func (t *Tracker) Options() Options { return t.opts }
 func (t *Tracker) Now() time.Time { return time.Unix(0, t.now) }
 
 // Flows returns the number of flows in the table.
-func (t *Tracker) Flows() int { return len(t.index) }
+func (t *Tracker) Flows() int { return t.tab.count }
 
 // Stats returns the counters so far.
 func (t *Tracker) Stats() Stats {
 	s := t.stats
-	s.LiveFlows = uint64(len(t.index))
+	s.LiveFlows = uint64(t.tab.count)
 	return s
 }
 
@@ -351,10 +349,10 @@ func (t *Tracker) track(p *pkt, data []byte, wire uint64, now int64, ifindex uin
 		st.FlowSampledOut++
 		return
 	}
-	i, ok := t.index[ck]
+	i, ok := t.tab.find(&ck)
 	if !ok {
 		i = t.insert(&ck)
-		f := &t.flows[i]
+		f := t.tab.at(i)
 		f.firstSeen, f.lastSeen, f.lastExport = now, now, now
 		f.loIsOrig = senderIsLo
 		// A SYN-ACK first means the SYN was missed: the receiver
@@ -370,7 +368,7 @@ func (t *Tracker) track(p *pkt, data []byte, wire uint64, now int64, ifindex uin
 	} else {
 		t.touch(&t.lru, i, false)
 	}
-	f := &t.flows[i]
+	f := t.tab.at(i)
 
 	dir := event.DirResp
 	if senderIsLo == f.loIsOrig {
@@ -590,7 +588,7 @@ func (t *Tracker) emitFlow(f *flow, reason event.Reason, final bool, now int64) 
 
 // finish mirrors finish: the final record, then the entry goes.
 func (t *Tracker) finish(i int32, reason event.Reason, now int64) {
-	t.emitFlow(&t.flows[i], reason, true, now)
+	t.emitFlow(t.tab.at(i), reason, true, now)
 	t.remove(i)
 }
 
@@ -625,12 +623,12 @@ func (t *Tracker) sweep(tick int64, grid bool) {
 	for {
 		best, bestExp := int32(none), int64(0)
 		if c := t.closed.tail; c != none {
-			if exp := t.flows[c].lastSeen + t.closeNs; exp <= tick {
+			if exp := t.tab.at(c).lastSeen + t.closeNs; exp <= tick {
 				best, bestExp = c, exp
 			}
 		}
 		if l := t.lru.tail; l != none {
-			f := &t.flows[l]
+			f := t.tab.at(l)
 			if exp := f.lastSeen + t.timeout(f.state); exp <= tick && (best == none || exp < bestExp) {
 				best, bestExp = l, exp
 			}
@@ -642,7 +640,7 @@ func (t *Tracker) sweep(tick int64, grid bool) {
 		if grid {
 			at = t.origin + (bestExp-t.origin+t.sweepNs-1)/t.sweepNs*t.sweepNs
 		}
-		f := &t.flows[best]
+		f := t.tab.at(best)
 		t.emitFlow(f, finalReason(f.state), true, at)
 		t.remove(best)
 		t.stats.SweepExpired++
@@ -657,7 +655,7 @@ func (t *Tracker) sweep(tick int64, grid bool) {
 func (t *Tracker) Flush() {
 	for t.lru.tail != none {
 		i := t.lru.tail
-		f := &t.flows[i]
+		f := t.tab.at(i)
 		t.emitFlow(f, finalReason(f.state), true, t.now)
 		t.remove(i)
 		t.stats.Flushed++
@@ -668,43 +666,35 @@ func (t *Tracker) Flush() {
 // recently used flow when the table is full (its final record is lost, as
 // with the fast path's LRU hash, and counted).
 func (t *Tracker) insert(k *flowKey) int32 {
-	if len(t.index) >= t.maxFlows {
+	if t.tab.count >= t.maxFlows {
 		t.remove(t.lru.tail)
 		t.stats.FlowsDeleted-- // an eviction is not a deletion
 		t.stats.FlowsEvicted++
 	}
-	var i int32
-	if n := len(t.free); n > 0 {
-		i = t.free[n-1]
-		t.free = t.free[:n-1]
-	} else {
-		t.flows = append(t.flows, flow{})
-		i = int32(len(t.flows) - 1)
-	}
-	t.flows[i] = flow{key: *k, lru: link{none, none}, closed: link{none, none}}
-	t.index[*k] = i
+	i := t.tab.add(k)
+	f := t.tab.at(i)
+	f.lru, f.closed = link{none, none}, link{none, none}
 	t.pushFront(&t.lru, i, false)
 	return i
 }
 
 // remove deletes entry i from the table and its lists.
 func (t *Tracker) remove(i int32) {
-	f := &t.flows[i]
-	delete(t.index, f.key)
+	f := t.tab.at(i)
 	t.unlink(&t.lru, i, false)
 	if f.inClosed {
 		t.unlink(&t.closed, i, true)
 		f.inClosed = false
 	}
-	t.free = append(t.free, i)
+	t.tab.del(i)
 	t.stats.FlowsDeleted++
 }
 
 func (t *Tracker) linkOf(i int32, closed bool) *link {
 	if closed {
-		return &t.flows[i].closed
+		return &t.tab.at(i).closed
 	}
-	return &t.flows[i].lru
+	return &t.tab.at(i).lru
 }
 
 func (t *Tracker) pushFront(l *list, i int32, closed bool) {
