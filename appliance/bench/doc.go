@@ -1,7 +1,9 @@
-// Package bench holds Wardline's fast-path benchmarks (`wardline bench`,
-// `make bench`). Every figure is a ratio against a baseline measured in the
-// same run, repeated in alternating rounds and reported as the median with
-// min–max; docs/benchmarks.md has the method and the latest results.
+// Package bench holds Wardline's benchmarks (`wardline bench`, `make
+// bench`): the fast path's (issue 2) and the detection engine's (issue 3).
+// Every figure is a ratio against a baseline measured in the same run, or
+// a measured quantity against its target, repeated in alternating rounds
+// and reported as the median with min–max; docs/benchmarks.md has the
+// method and the latest results.
 //
 //   - wire.go: the topology (src ns — box ns with br0 — dst ns) and its
 //     cleanup, including what a killed run left behind (SweepStale).
@@ -14,6 +16,12 @@
 //     which hands frames to the box without an skb, as a NIC does.
 //   - fastpath.go: the figures and the rounds; report.go prints them.
 //   - ring.go: the ring-buffer reader benchmark.
+//   - detect.go: the detection-engine figures; offline.go (wardline
+//     analyze vs ndpiReader on the merged corpus, pinned to one CPU),
+//     memory.go (memory per 1M tracked flows: the pcap tracker, the
+//     engine's state, the kernel's flow table), ttd.go (time-to-detect,
+//     offline and live in a lab with wardlined); detect_report.go prints
+//     them.
 //
 // The benchmark-only BPF programs are in bpf/bench/xdp_bench.c.
 package bench

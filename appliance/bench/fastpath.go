@@ -75,8 +75,21 @@ const (
 	FigDrop     = "drop"    // live-frame drop, XDP native vs nft
 	FigDropSkb  = "dropskb" // trafgen drop, XDP generic vs nft
 	FigRing     = "ring"    // ring-buffer reader
-	defaultFigs = "tcp,tcp4,tcpwire,pps,livepps,prog,drop,dropskb,ring"
+	FigOffline  = "offline" // detection engine offline vs ndpiReader (issue 3)
+	FigMemory   = "memory"  // userspace memory per 1M tracked flows (issue 3)
+	FigTTD      = "ttd"     // time-to-detect, offline and live (issue 3)
+	defaultFigs = "tcp,tcp4,tcpwire,pps,livepps,prog,drop,dropskb,ring,offline,memory,ttd"
 )
+
+// wireFigure reports whether figure f needs the benchmark wire (and its
+// tools); the ring and the detection-engine figures do not.
+func wireFigure(f string) bool {
+	switch f {
+	case FigRing, FigOffline, FigMemory, FigTTD:
+		return false
+	}
+	return true
+}
 
 // AllFigures lists every figure name in report order.
 func AllFigures() []string { return strings.Split(defaultFigs, ",") }
@@ -102,6 +115,19 @@ type Options struct {
 	PktDuration time.Duration
 	Only        []string // figures to run (default all, see AllFigures)
 	Logf        func(format string, args ...any)
+
+	// Detection-engine figures (issue 3).
+	Corpus    string // the evaluation corpus (default $WARDLINE_CORPUS, ../shared/corpus)
+	Wardline  string // the wardline CLI that the offline figure runs (default: this executable)
+	Wardlined string // the daemon for live time-to-detect (default: next to Wardline)
+
+	// offlineCopies: copies of the merged corpus in the offline figure's
+	// long input (default 10: enough that start-up is a small share of
+	// either process).
+	offlineCopies int
+	memFlows      int // flows of the memory figure (default 1,000,000)
+	ttdClients    int // scanning clients of live time-to-detect (default 20)
+	ttdPorts      int // ports each scans (default 40)
 }
 
 func (o *Options) defaults() {
@@ -121,6 +147,18 @@ func (o *Options) defaults() {
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
+	}
+	if o.offlineCopies <= 0 {
+		o.offlineCopies = 10
+	}
+	if o.memFlows <= 0 {
+		o.memFlows = 1_000_000
+	}
+	if o.ttdClients <= 0 {
+		o.ttdClients = 20
+	}
+	if o.ttdPorts <= 0 {
+		o.ttdPorts = 40
 	}
 }
 
@@ -224,6 +262,10 @@ type FastpathResult struct {
 	// Packet figures by name (FigPPS, FigLivePPS, FigProg, FigDrop, FigDropSkb).
 	Pkts map[string]map[Config]*PPSResult `json:"pkts_64b"`
 	Ring map[RingEvent]RingResult         `json:"ring"`
+	// Detection-engine figures (issue 3).
+	Offline *OfflineResult `json:"offline,omitempty"`
+	Memory  *MemoryResult  `json:"memory,omitempty"`
+	TTD     *TTDResult     `json:"ttd,omitempty"`
 }
 
 // tcpFigure and pktFigure describe what each figure measures.
@@ -258,19 +300,27 @@ var pktFigures = []pktFigure{
 	{FigDropSkb, Trafgen, SetupDefault, true, []Config{XDPDrop, NftDrop}},
 }
 
-// Fastpath runs the fast-path benchmarks of issue 2: bridge TCP throughput
-// and 64-byte packet rate with the program attached vs the bare bridge
-// (generic and native mode, next to the cost floor of an empty program),
-// blocklist drops in XDP vs an nft bridge set, and the ring-buffer reader.
-// Everything it creates is removed before it returns, also on error and
-// when ctx is cancelled.
+// Fastpath runs the benchmarks opts selects: those of issue 2 (bridge TCP
+// throughput and 64-byte packet rate with the program attached vs the
+// bare bridge, generic and native mode, next to the cost floor of an
+// empty program; blocklist drops in XDP vs an nft bridge set; the
+// ring-buffer reader) and those of issue 3 (the detection engine offline
+// vs ndpiReader, memory per 1M tracked flows, time-to-detect; see
+// detectFigures). Everything it creates is removed before it returns, also
+// on error and when ctx is cancelled.
 func Fastpath(ctx context.Context, opts Options) (*FastpathResult, error) {
 	opts.defaults()
 	if err := CheckFigures(opts.Only); err != nil {
 		return nil, err
 	}
-	if err := checkTools(); err != nil {
-		return nil, err
+	needWire := false
+	for _, f := range opts.Only {
+		needWire = needWire || wireFigure(f)
+	}
+	if needWire {
+		if err := checkTools(); err != nil {
+			return nil, err
+		}
 	}
 	res := &FastpathResult{Date: time.Now().UTC(), Rounds: opts.Rounds,
 		Seconds: opts.Duration.Seconds(), PktSeconds: opts.PktDuration.Seconds(), Only: opts.Only,
@@ -285,9 +335,8 @@ func Fastpath(ctx context.Context, opts Options) (*FastpathResult, error) {
 			res.Ring[ev] = r
 		}
 	}
-	needWire := false
-	for _, f := range opts.Only {
-		needWire = needWire || f != FigRing
+	if err := detectFigures(ctx, opts, res); err != nil {
+		return nil, err
 	}
 	if !needWire {
 		return res, nil

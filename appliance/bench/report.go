@@ -130,13 +130,17 @@ func (r *FastpathResult) Command() string {
 
 // Report prints the results with their ratios.
 func (r *FastpathResult) Report(w io.Writer) {
-	fmt.Fprintf(w, "\nWardline fast-path benchmarks — %s; %d alternating rounds; median [min–max]\n",
+	fmt.Fprintf(w, "\nWardline benchmarks — %s; %d alternating rounds; median [min–max]\n",
 		r.Date.Format("2006-01-02 15:04 UTC"), r.Rounds)
 	fmt.Fprintf(w, "command: %s\n", r.Command())
 	r.reportTCP(w)
 	r.reportPkts(w)
 	r.reportRing(w)
+	r.reportOffline(w)
+	r.reportMemory(w)
+	r.reportTTD(w)
 	r.reportTargets(w)
+	r.reportDetectTargets(w)
 }
 
 func (r *FastpathResult) reportTCP(w io.Writer) {
@@ -334,6 +338,9 @@ func (r *FastpathResult) reportRing(w io.Writer) {
 }
 
 func (r *FastpathResult) reportTargets(w io.Writer) {
+	if len(r.TCP) == 0 && len(r.Pkts) == 0 && len(r.Ring) == 0 {
+		return
+	}
 	fmt.Fprintf(w, "\nTargets (issue 2)\n")
 	if m := r.TCP[FigTCP]; m[Generic] != nil && m[Bare] != nil {
 		t, steady := r.TCPGenericRatio()

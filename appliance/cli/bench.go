@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	register(command{name: "bench", usage: "fast-path benchmarks with ratios against their baselines (needs root)", run: runBench})
+	register(command{name: "bench", usage: "benchmarks of the fast path and the detection engine, with ratios against their baselines (needs root)", run: runBench})
 }
 
 func runBench(ctx context.Context, args []string) error {
@@ -26,6 +26,8 @@ func runBench(ctx context.Context, args []string) error {
 	out := fs.String("out", "out", "directory for the JSON results")
 	quiet := fs.Bool("q", false, "do not log each measurement")
 	report := fs.String("report", "", "print the report of a saved JSON result instead of measuring")
+	corpus := fs.String("corpus", "", "evaluation corpus for the offline and ttd figures (default $WARDLINE_CORPUS, else ../shared/corpus)")
+	wardlined := fs.String("wardlined", "", "wardlined binary for the live ttd figure (default: next to this binary)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -49,7 +51,8 @@ func runBench(ctx context.Context, args []string) error {
 	if *quiet {
 		logf = func(string, ...any) {}
 	}
-	res, err := bench.Fastpath(ctx, bench.Options{Rounds: *rounds, Duration: *dur, PktDuration: *pktDur, Only: figs, Logf: logf})
+	res, err := bench.Fastpath(ctx, bench.Options{Rounds: *rounds, Duration: *dur, PktDuration: *pktDur, Only: figs, Logf: logf,
+		Corpus: *corpus, Wardlined: *wardlined})
 	if err != nil {
 		return err
 	}

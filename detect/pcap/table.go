@@ -38,7 +38,7 @@ func (t *flowTable) at(i int32) *flow { return &t.chunks[i>>chunkShift][i&chunkM
 func (t *flowTable) hash(k *flowKey) uint32 { return uint32(maphash.Comparable(t.seed, *k)) }
 
 func slot(h uint32, i int32) uint64 { return uint64(h)<<32 | uint64(uint32(i)+1) }
-func slotIndex(s uint64) int32     { return int32(uint32(s)) - 1 }
+func slotIndex(s uint64) int32      { return int32(uint32(s)) - 1 }
 
 // find returns the slab index of k's entry.
 func (t *flowTable) find(k *flowKey) (int32, bool) {
