@@ -115,7 +115,7 @@ func FuzzTracker(f *testing.F) {
 	f.Add(uint8(0), ipv6ExtFrame(f, 6, []byte("x")), uint16(0))
 	f.Add(uint8(0), vlanFrame([]uint16{1, 2}, []layers.EthernetType{layers.EthernetTypeQinQ, layers.EthernetTypeDot1Q}, seedFrames(f)[2]), uint16(0))
 	lts := []layers.LinkType{layers.LinkTypeEthernet, layers.LinkTypeLinuxSLL, layers.LinkTypeLinuxSLL2, layers.LinkTypeRaw,
-		layers.LinkTypeIPv4, layers.LinkTypeIPv6, layers.LinkTypeNull, layers.LinkTypeLoop}
+		layers.LinkTypeIPv4, layers.LinkTypeIPv6, layers.LinkTypeNull, layers.LinkTypeLoop, layers.LinkTypeC_HDLC}
 	f.Fuzz(func(t *testing.T, ltSel uint8, frame []byte, extra uint16) {
 		lt := lts[int(ltSel)%len(lts)]
 		var flows, finals uint64

@@ -123,7 +123,7 @@ func linkHeaderLen(lt layers.LinkType) int {
 		return 20
 	case layers.LinkTypeRaw, layers.LinkTypeIPv4, layers.LinkTypeIPv6:
 		return 0
-	case layers.LinkTypeNull, layers.LinkTypeLoop:
+	case layers.LinkTypeNull, layers.LinkTypeLoop, layers.LinkTypeC_HDLC:
 		return 4
 	}
 	return ethHLen
@@ -152,6 +152,11 @@ func parse(data []byte, frameLen int, lt layers.LinkType, p *pkt) result {
 			return resErrEth
 		}
 		proto, off = be16(data[0:]), 20
+	case layers.LinkTypeC_HDLC: // Cisco HDLC: address, control, EtherType
+		if len(data) < 4 {
+			return resErrEth
+		}
+		proto, off = be16(data[2:]), 4
 	case layers.LinkTypeRaw, layers.LinkTypeIPv4, layers.LinkTypeIPv6:
 		if len(data) < 1 {
 			return resErrEth

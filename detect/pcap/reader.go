@@ -52,20 +52,20 @@ func (e *ReadError) Error() string {
 func (e *ReadError) Unwrap() error { return e.Err }
 
 // SupportedLinkType reports whether packets of link type lt can be
-// decoded: Ethernet, Linux cooked (SLL, SLL2), raw IPv4/IPv6 and BSD
-// loopback (NULL, LOOP).
+// decoded: Ethernet, Linux cooked (SLL, SLL2), raw IPv4/IPv6, BSD
+// loopback (NULL, LOOP) and Cisco HDLC.
 func SupportedLinkType(lt layers.LinkType) bool {
 	switch lt {
 	case layers.LinkTypeEthernet, layers.LinkTypeLinuxSLL, layers.LinkTypeLinuxSLL2,
 		layers.LinkTypeRaw, layers.LinkTypeIPv4, layers.LinkTypeIPv6,
-		layers.LinkTypeNull, layers.LinkTypeLoop:
+		layers.LinkTypeNull, layers.LinkTypeLoop, layers.LinkTypeC_HDLC:
 		return true
 	}
 	return false
 }
 
 func linkTypeError(lt layers.LinkType) error {
-	return fmt.Errorf("%w %s: supported are Ethernet, Linux SLL and SLL2, raw IPv4/IPv6 and BSD loopback",
+	return fmt.Errorf("%w %s: supported are Ethernet, Linux SLL and SLL2, raw IPv4/IPv6, BSD loopback and Cisco HDLC",
 		ErrLinkType, linkTypeName(lt))
 }
 

@@ -158,10 +158,7 @@ func TestTruncatedFiles(t *testing.T) {
 func TestCorpusReads(t *testing.T) {
 	dir := corpusDir(t)
 	// Files that cannot be read, and why.
-	wantErr := map[string]error{
-		// Cisco HDLC framing: not a link type the appliance sees.
-		"public/suricata-verify/decode-chdlc-01/hdlc-http_1tx.pcap": ErrLinkType,
-	}
+	wantErr := map[string]error{}
 	var files []string
 	for _, sub := range []string{"generated", "public"} {
 		filepath.WalkDir(filepath.Join(dir, sub), func(p string, d fs.DirEntry, err error) error {
@@ -325,8 +322,8 @@ func TestReadFilesErrors(t *testing.T) {
 	writePcap(t, good, layers.LinkTypeEthernet, []rawPacket{{ts: t0, data: f, length: len(f)}, {ts: t0.Add(time.Second), data: f, length: len(f)}})
 	text := filepath.Join(tmp, "notes.txt")
 	os.WriteFile(text, []byte("this is not a capture\n"), 0o644)
-	hdlc := filepath.Join(tmp, "hdlc.pcap")
-	writePcap(t, hdlc, layers.LinkTypeC_HDLC, []rawPacket{{ts: t0, data: f, length: len(f)}})
+	hdlc := filepath.Join(tmp, "radiotap.pcap")
+	writePcap(t, hdlc, layers.LinkTypeIEEE80211Radio, []rawPacket{{ts: t0, data: f, length: len(f)}})
 	empty := filepath.Join(tmp, "empty.pcap")
 	writePcap(t, empty, layers.LinkTypeEthernet, nil)
 	missing := filepath.Join(tmp, "missing.pcap")
@@ -341,7 +338,7 @@ func TestReadFilesErrors(t *testing.T) {
 		frag string
 	}{
 		{0, ErrFormat, "starts with 74 68 69 73"},
-		{2, ErrLinkType, "104 (LINKTYPE_C_HDLC)"},
+		{2, ErrLinkType, "127 (LINKTYPE_IEEE802_11_RADIOTAP)"},
 		{3, fs.ErrNotExist, "missing.pcap"},
 	} {
 		fe := st.Files[tc.i].Err

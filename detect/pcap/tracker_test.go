@@ -623,6 +623,7 @@ func TestLinkTypes(t *testing.T) {
 	sll2 := append(append([]byte{0x08, 0x00}, make([]byte, 18)...), ipPkt...)
 	nullLE := append([]byte{2, 0, 0, 0}, ipPkt...)
 	loopBE := append([]byte{0, 0, 0, 2}, ipPkt...)
+	hdlc := append([]byte{0x0f, 0x00, 0x08, 0x00}, ipPkt...)
 	for _, tc := range []struct {
 		lt   layers.LinkType
 		data []byte
@@ -634,6 +635,7 @@ func TestLinkTypes(t *testing.T) {
 		{layers.LinkTypeIPv4, ipPkt},
 		{layers.LinkTypeNull, nullLE},
 		{layers.LinkTypeLoop, loopBE},
+		{layers.LinkTypeC_HDLC, hdlc},
 	} {
 		var ev collected
 		tr := newTracker(t, Options{}, &ev)
