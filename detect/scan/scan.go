@@ -46,7 +46,18 @@ type Detector struct {
 	cfg   Config
 	env   detect.Env
 	hosts map[netip.Addr]*scanner
+	// neighbours: addresses seen sending ARP (they announced
+	// themselves), when last. A request for one of them confirms a known
+	// neighbour (a router refreshing its cache, unicast NUD probes): not
+	// discovery.
+	neighbours     map[netip.Addr]time.Time
+	arpRefreshes   uint64 // requests for known neighbours, not counted as probes
+	neighboursFull uint64 // senders not remembered: the table was full
+	prunedAt       time.Time
 }
+
+// maxNeighbours bounds the neighbour table (a few /16s of live hosts).
+const maxNeighbours = 1 << 17
 
 type scanner struct {
 	first, last time.Time
@@ -84,7 +95,7 @@ func newHostSet(t time.Time) *hostSet { return &hostSet{hosts: map[netip.Addr]st
 // New returns a scan detector.
 func New(cfg Config, env detect.Env) *Detector {
 	cfg.defaults()
-	return &Detector{cfg: cfg, env: env, hosts: map[netip.Addr]*scanner{}}
+	return &Detector{cfg: cfg, env: env, hosts: map[netip.Addr]*scanner{}, neighbours: map[netip.Addr]time.Time{}}
 }
 
 func (d *Detector) Name() string { return "scan" }
@@ -187,10 +198,23 @@ func (d *Detector) OnConn(c *detect.Conn) {
 	}
 }
 
-// OnARP counts ARP requests to distinct addresses.
+// OnARP counts ARP requests to distinct addresses that have not announced
+// themselves with ARP within the window.
 func (d *Detector) OnARP(a *detect.ARPEvent) {
-	if a.Op != 1 || !a.SenderIP.IsValid() || !a.TargetIP.IsValid() || a.SenderIP == a.TargetIP {
+	if !a.SenderIP.IsValid() || a.SenderIP.IsUnspecified() {
+		return // ARP probes for address conflicts (RFC 5227) have no sender
+	}
+	if _, ok := d.neighbours[a.SenderIP]; ok || len(d.neighbours) < maxNeighbours {
+		d.neighbours[a.SenderIP] = a.Time
+	} else {
+		d.neighboursFull++
+	}
+	if a.Op != 1 || !a.TargetIP.IsValid() || a.SenderIP == a.TargetIP {
 		return // gratuitous ARP is not a probe
+	}
+	if seen, ok := d.neighbours[a.TargetIP]; ok && a.Time.Sub(seen) <= d.cfg.Window {
+		d.arpRefreshes++
+		return
 	}
 	s := d.scanner(a.SenderIP, a.Time)
 	if s.arped == nil {
@@ -200,18 +224,28 @@ func (d *Detector) OnARP(a *detect.ARPEvent) {
 	d.checkSweep(a.SenderIP, s, a.Time, "arp_ping_sweep", s.arped)
 }
 
-// Tick forgets scanners idle for a whole window.
+// Tick forgets scanners and neighbours idle for a whole window.
 func (d *Detector) Tick(now time.Time) {
 	for a, s := range d.hosts {
 		if now.Sub(s.last) > d.cfg.Window {
 			delete(d.hosts, a)
 		}
 	}
+	if now.Sub(d.prunedAt) < d.cfg.Window/4 {
+		return // neighbours are looked up with their age: pruning is only for memory
+	}
+	d.prunedAt = now
+	for a, t := range d.neighbours {
+		if now.Sub(t) > d.cfg.Window {
+			delete(d.neighbours, a)
+		}
+	}
 }
 
 // Stats reports the state size.
 func (d *Detector) Stats() map[string]float64 {
-	return map[string]float64{"tracked_sources": float64(len(d.hosts))}
+	return map[string]float64{"tracked_sources": float64(len(d.hosts)), "arp_neighbours": float64(len(d.neighbours)),
+		"arp_refreshes_ignored": float64(d.arpRefreshes), "arp_neighbours_full": float64(d.neighboursFull)}
 }
 
 func rate(n int, from, to time.Time) float64 {

@@ -97,6 +97,49 @@ func TestHorizontalSweepStealth(t *testing.T) {
 	}
 }
 
+// TestARPNeighbourRefresh: a router re-resolving the hosts that talked to
+// it (they ARPed it first) is not sweeping; requests for addresses that
+// never announced themselves still are, even mixed with refreshes.
+func TestARPNeighbourRefresh(t *testing.T) {
+	d, got := newDet(t)
+	router := netip.MustParseAddr("198.18.0.1")
+	host := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, byte(100 + i)}) }
+	for i := 0; i < 40; i++ {
+		d.OnARP(&detect.ARPEvent{Time: t0, Op: 1, SenderIP: host(i), TargetIP: router})
+		d.OnARP(&detect.ARPEvent{Time: t0, Op: 2, SenderIP: router, TargetIP: host(i)})
+	}
+	for i := 0; i < 40; i++ {
+		d.OnARP(&detect.ARPEvent{Time: t0.Add(5 * time.Second), Op: 1, SenderIP: router, TargetIP: host(i)})
+	}
+	if len(*got) != 0 {
+		t.Fatalf("router refreshing its neighbours raised %+v", *got)
+	}
+	// 39 hosts asked for the router after its first reply, then the
+	// router's 40 refreshes.
+	if st := d.Stats(); st["arp_refreshes_ignored"] != 79 || st["arp_neighbours"] != 41 {
+		t.Errorf("stats %v", st)
+	}
+	// The attacker asks for the 40 live hosts and 20 silent addresses.
+	for i := 0; i < 60; i++ {
+		d.OnARP(&detect.ARPEvent{Time: t0.Add(6 * time.Second), Op: 1, SenderIP: attacker, TargetIP: host(i)})
+	}
+	if len(*got) != 1 || (*got)[0].Subtype != "arp_ping_sweep" || (*got)[0].Attacker != attacker {
+		t.Fatalf("alerts %+v, want the attacker's arp_ping_sweep", *got)
+	}
+	// After a window of silence the router's requests count again.
+	late := t0.Add(10 * time.Minute)
+	d.Tick(late)
+	if n := d.Stats()["arp_neighbours"]; n != 0 {
+		t.Errorf("%v neighbours left after the window", n)
+	}
+	for i := 0; i < 20; i++ {
+		d.OnARP(&detect.ARPEvent{Time: late, Op: 1, SenderIP: router, TargetIP: host(i)})
+	}
+	if len(*got) != 2 || (*got)[1].Attacker != router {
+		t.Errorf("alerts %+v, want a sweep by the router too", *got)
+	}
+}
+
 func BenchmarkOnConn(b *testing.B) {
 	d, _ := newDet(nil)
 	c := conn(attacker, victim, 80, event.TCPSyn, event.TCPRst, event.TCPSyn, t0)
