@@ -7,6 +7,7 @@
 package ioc
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -184,11 +185,37 @@ func (x *Index) matchIP(a netip.Addr) (kind, value string) {
 
 // matchDomain returns the listed domain name matches (itself or a parent).
 func (x *Index) matchDomain(name string) string {
-	name = strings.TrimSuffix(strings.ToLower(name), ".")
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	if len(x.domains) == 0 {
 		return ""
+	}
+	name = strings.TrimSuffix(name, ".")
+	// Lower-case ASCII into a stack buffer: names on the wire are ASCII
+	// (IDNs travel as punycode) and often mixed case (0x20 randomisation,
+	// tunnels), and strings.ToLower would allocate for each of them.
+	var buf [256]byte
+	if len(name) > len(buf) {
+		name = strings.ToLower(name)
+	} else {
+		b := buf[:len(name)]
+		for i := 0; i < len(name); i++ {
+			c := name[i]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			b[i] = c
+		}
+		for {
+			if _, ok := x.domains[string(b)]; ok {
+				return string(b)
+			}
+			i := bytes.IndexByte(b, '.')
+			if i < 0 {
+				return ""
+			}
+			b = b[i+1:]
+		}
 	}
 	for {
 		if _, ok := x.domains[name]; ok {

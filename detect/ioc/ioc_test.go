@@ -22,6 +22,15 @@ func TestIndexReload(t *testing.T) {
 	if x.matchDomain("update.badc2.test") != "badc2.test" || x.matchDomain("notbadc2.test") != "" {
 		t.Error("subdomain matching wrong")
 	}
+	long := strings.Repeat("aB3.", 70) + "BADC2.test." // longer than the stack buffer
+	for _, n := range []string{"uPdAtE.BadC2.TEST.", long} {
+		if got := x.matchDomain(n); got != "badc2.test" {
+			t.Errorf("matchDomain(%q) = %q, want badc2.test (case-insensitive)", n, got)
+		}
+	}
+	if got := x.matchDomain(strings.Repeat("x", 300)); got != "" {
+		t.Errorf("a long name without the domain matched %q", got)
+	}
 	// Reload: the CIDR goes, a new IP comes; nothing stale remains.
 	if err := x.Load("b.json", strings.NewReader(`{"ips": ["203.0.113.66", "198.51.100.1"], "domains": ["badc2.test"], "ja4": ["t13d1516h2_8daaf6152771_02713d6af862"]}`)); err != nil {
 		t.Fatal(err)
