@@ -1,0 +1,286 @@
+package enforce
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wardline/wardline/dataplane/event"
+	"github.com/wardline/wardline/detect"
+	"github.com/wardline/wardline/detect/proto"
+)
+
+// The health signals a rollout is judged by, counted per one-second
+// bucket from the fast path's events (and the backends' drop counters):
+//   - TCP handshakes of allowed traffic (neither end under a decision):
+//     attempts and failures (no answer, refused, reset before data);
+//   - DNS: responses, and failures (SERVFAIL, REFUSED);
+//   - flows to and from never-block addresses: attempts and failures;
+//   - drops by the decisions: of the target's own traffic (a blocked
+//     source's packets: the point) and of others' traffic towards a
+//     blocked destination (collateral), per policy.
+
+// Sample is the signals over some span.
+type Sample struct {
+	Seconds         float64 `json:"seconds"`
+	TCPAttempts     uint64  `json:"tcp_attempts"`
+	TCPFailed       uint64  `json:"tcp_failed"`
+	DNSResponses    uint64  `json:"dns_responses"`
+	DNSFailed       uint64  `json:"dns_failed"`
+	NeverBlockFlows uint64  `json:"never_block_flows"`
+	NeverBlockFail  uint64  `json:"never_block_failed"`
+	Drops           uint64  `json:"drops"`            // packets dropped by decisions
+	CollateralDrops uint64  `json:"collateral_drops"` // of them: others' packets to a blocked destination
+}
+
+func ratio(n, d uint64) float64 {
+	if d == 0 {
+		return 0
+	}
+	return float64(n) / float64(d)
+}
+
+// TCPFailRatio, DNSFailRatio, NeverBlockFailRatio are the failure ratios.
+func (s Sample) TCPFailRatio() float64        { return ratio(s.TCPFailed, s.TCPAttempts) }
+func (s Sample) DNSFailRatio() float64        { return ratio(s.DNSFailed, s.DNSResponses) }
+func (s Sample) NeverBlockFailRatio() float64 { return ratio(s.NeverBlockFail, s.NeverBlockFlows) }
+
+func (s *Sample) add(o *Sample) {
+	s.Seconds += o.Seconds
+	s.TCPAttempts += o.TCPAttempts
+	s.TCPFailed += o.TCPFailed
+	s.DNSResponses += o.DNSResponses
+	s.DNSFailed += o.DNSFailed
+	s.NeverBlockFlows += o.NeverBlockFlows
+	s.NeverBlockFail += o.NeverBlockFail
+	s.Drops += o.Drops
+	s.CollateralDrops += o.CollateralDrops
+}
+
+// Thresholds decide a breach: a signal breaches when its current value
+// over Window exceeds the pre-rollout baseline by the margin, with enough
+// events to judge.
+type Thresholds struct {
+	Window time.Duration `json:"window"` // the span judged (default 10s)
+	// TCP: failure ratio above max(2 × baseline, baseline + TCPMargin)
+	// with at least TCPMin attempts in the window.
+	TCPMargin float64 `json:"tcp_margin"`
+	TCPMin    uint64  `json:"tcp_min"`
+	// DNS: failure ratio above baseline + DNSMargin with DNSMin responses.
+	DNSMargin float64 `json:"dns_margin"`
+	DNSMin    uint64  `json:"dns_min"`
+	// Never-block: failure ratio above baseline + NeverBlockMargin with
+	// NeverBlockMin flows.
+	NeverBlockMargin float64 `json:"never_block_margin"`
+	NeverBlockMin    uint64  `json:"never_block_min"`
+	// Collateral drops of one policy above this rate (packets/s): its
+	// blocks are dropping other hosts' traffic to a destination.
+	CollateralPPS float64 `json:"collateral_pps"`
+}
+
+// DefaultThresholds are used for zero fields.
+var DefaultThresholds = Thresholds{Window: 10 * time.Second, TCPMargin: 0.10, TCPMin: 20, DNSMargin: 0.15, DNSMin: 10,
+	NeverBlockMargin: 0.10, NeverBlockMin: 5, CollateralPPS: 20}
+
+func (t *Thresholds) defaults() {
+	d := DefaultThresholds
+	if t.Window == 0 {
+		t.Window = d.Window
+	}
+	if t.TCPMargin == 0 {
+		t.TCPMargin = d.TCPMargin
+	}
+	if t.TCPMin == 0 {
+		t.TCPMin = d.TCPMin
+	}
+	if t.DNSMargin == 0 {
+		t.DNSMargin = d.DNSMargin
+	}
+	if t.DNSMin == 0 {
+		t.DNSMin = d.DNSMin
+	}
+	if t.NeverBlockMargin == 0 {
+		t.NeverBlockMargin = d.NeverBlockMargin
+	}
+	if t.NeverBlockMin == 0 {
+		t.NeverBlockMin = d.NeverBlockMin
+	}
+	if t.CollateralPPS == 0 {
+		t.CollateralPPS = d.CollateralPPS
+	}
+}
+
+// Breach is one signal over its threshold.
+type Breach struct {
+	Signal    string  `json:"signal"`
+	Current   float64 `json:"current"`
+	Baseline  float64 `json:"baseline"`
+	Threshold float64 `json:"threshold"`
+	Detail    string  `json:"detail"`
+}
+
+func (b Breach) String() string { return b.Detail }
+
+// breaches compares cur with base (box-wide signals).
+func (t *Thresholds) breaches(cur, base Sample) []Breach {
+	var out []Breach
+	if cur.TCPAttempts >= t.TCPMin {
+		c, b := cur.TCPFailRatio(), base.TCPFailRatio()
+		lim := max(2*b, b+t.TCPMargin)
+		if c > lim {
+			out = append(out, Breach{"tcp_failed_handshakes", c, b, lim,
+				fmt.Sprintf("%.0f%% of %d TCP handshakes of allowed traffic failed in the last %s (baseline %.0f%%, limit %.0f%%)",
+					100*c, cur.TCPAttempts, t.Window, 100*b, 100*lim)})
+		}
+	}
+	if cur.DNSResponses >= t.DNSMin {
+		c, b := cur.DNSFailRatio(), base.DNSFailRatio()
+		if lim := b + t.DNSMargin; c > lim {
+			out = append(out, Breach{"dns_failures", c, b, lim,
+				fmt.Sprintf("%.0f%% of %d DNS responses were failures (baseline %.0f%%, limit %.0f%%)", 100*c, cur.DNSResponses, 100*b, 100*lim)})
+		}
+	}
+	if cur.NeverBlockFlows >= t.NeverBlockMin {
+		c, b := cur.NeverBlockFailRatio(), base.NeverBlockFailRatio()
+		if lim := b + t.NeverBlockMargin; c > lim {
+			out = append(out, Breach{"never_block_failures", c, b, lim,
+				fmt.Sprintf("%.0f%% of %d connections to never-block assets failed (baseline %.0f%%, limit %.0f%%)", 100*c, cur.NeverBlockFlows, 100*b, 100*lim)})
+		}
+	}
+	return out
+}
+
+// bucket is one second of signals; the reader goroutine adds to the
+// current one with atomics.
+type bucket struct {
+	tcpAttempts, tcpFailed, dnsResp, dnsFailed, nbFlows, nbFailed atomic.Uint64
+}
+
+// Monitor counts the health signals from the fast path's events. It is an
+// event.Handler: subscribe it to the dataplane.
+type Monitor struct {
+	cur atomic.Pointer[bucket]
+
+	mu      sync.Mutex
+	history []histEntry // closed seconds, oldest first
+	keep    int
+	// The decisions in force and the never-block list, swapped whole by
+	// the Manager; read on the reader goroutine.
+	blocked    atomic.Pointer[prefixSet]
+	neverBlock atomic.Pointer[prefixSet]
+
+	dns proto.DNSMessage // reused by HandleSnippet (reader goroutine only)
+}
+
+type histEntry struct {
+	t time.Time
+	s Sample
+	// per policy: collateral drops in this second
+	collateral map[string]uint64
+}
+
+type prefixSet struct{ p []netip.Prefix }
+
+func (s *prefixSet) contains(a netip.Addr) bool {
+	if s == nil {
+		return false
+	}
+	return inPrefixes(a.Unmap(), s.p)
+}
+
+// NewMonitor keeps keep seconds of history.
+func NewMonitor(keep time.Duration) *Monitor {
+	m := &Monitor{keep: int(keep / time.Second)}
+	m.cur.Store(&bucket{})
+	return m
+}
+
+func (m *Monitor) setBlocked(p []netip.Prefix)    { m.blocked.Store(&prefixSet{p}) }
+func (m *Monitor) setNeverBlock(p []netip.Prefix) { m.neverBlock.Store(&prefixSet{p}) }
+
+// HandleFlow counts final TCP flow records.
+func (m *Monitor) HandleFlow(f *event.Flow) {
+	if !f.Final || f.Key.Proto != event.ProtoTCP {
+		return
+	}
+	if f.FirstFlags&event.TCPSyn == 0 {
+		return // no handshake seen (mid-stream)
+	}
+	c := detect.NewConn(f)
+	failed := c.Failed()
+	b := m.cur.Load()
+	if nb := m.neverBlock.Load(); nb.contains(f.Key.Src) || nb.contains(f.Key.Dst) {
+		b.nbFlows.Add(1)
+		if failed {
+			b.nbFailed.Add(1)
+		}
+	}
+	if bl := m.blocked.Load(); bl.contains(f.Key.Src) || bl.contains(f.Key.Dst) {
+		return // traffic a decision is meant to stop
+	}
+	b.tcpAttempts.Add(1)
+	if failed {
+		b.tcpFailed.Add(1)
+	}
+}
+
+// HandleSnippet counts DNS responses and their failures.
+func (m *Monitor) HandleSnippet(s *event.Snippet) {
+	if s.Kind != event.SnippetDNS {
+		return
+	}
+	if err := m.dns.Parse(s.Data, s.Key.Proto == event.ProtoTCP); err != nil && len(m.dns.Questions) == 0 {
+		return
+	}
+	if !m.dns.Response {
+		return
+	}
+	b := m.cur.Load()
+	b.dnsResp.Add(1)
+	if rc := m.dns.RCode; rc == 2 || rc == 5 { // SERVFAIL, REFUSED
+		b.dnsFailed.Add(1)
+	}
+}
+
+// tick closes the current second with the drops the backends counted in
+// it (total and collateral per policy).
+func (m *Monitor) tick(now time.Time, drops uint64, collateral map[string]uint64) {
+	b := m.cur.Swap(&bucket{})
+	s := Sample{Seconds: 1, TCPAttempts: b.tcpAttempts.Load(), TCPFailed: b.tcpFailed.Load(),
+		DNSResponses: b.dnsResp.Load(), DNSFailed: b.dnsFailed.Load(),
+		NeverBlockFlows: b.nbFlows.Load(), NeverBlockFail: b.nbFailed.Load(), Drops: drops}
+	for _, n := range collateral {
+		s.CollateralDrops += n
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.history = append(m.history, histEntry{now, s, collateral})
+	if over := len(m.history) - m.keep; over > 0 {
+		m.history = append(m.history[:0:0], m.history[over:]...)
+	}
+}
+
+// span sums the seconds in (from, to].
+func (m *Monitor) span(from, to time.Time) (Sample, map[string]uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var s Sample
+	coll := map[string]uint64{}
+	for _, h := range m.history {
+		if h.t.After(from) && !h.t.After(to) {
+			s.add(&h.s)
+			for p, n := range h.collateral {
+				coll[p] += n
+			}
+		}
+	}
+	return s, coll
+}
+
+// Recent sums the last d.
+func (m *Monitor) Recent(now time.Time, d time.Duration) Sample {
+	s, _ := m.span(now.Add(-d), now)
+	return s
+}

@@ -1,0 +1,236 @@
+package enforce
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+// expiryTolerance: a kernel element whose expiry differs from the desired
+// one by less than this is left alone (nft keeps timeouts in jiffies;
+// re-adding for rounding would churn).
+const expiryTolerance = 1500 * time.Millisecond
+
+// BackendStats describes one backend's last reconcile pass and the
+// repairs so far.
+type BackendStats struct {
+	Name string `json:"name"`
+	// Expected: desired elements that earlier passes had put into the
+	// kernel; Enforced: how many of them the kernel still held when this
+	// pass began. Ratio = Enforced/Expected (1 when nothing is
+	// expected): below 1 means the kernel lost elements it should hold
+	// (expired early, deleted externally), which this pass then repaired.
+	Expected int     `json:"expected"`
+	Enforced int     `json:"enforced"`
+	Ratio    float64 `json:"ratio"`
+	// Desired and Kernel are the element counts after the pass.
+	Desired int `json:"desired"`
+	Kernel  int `json:"kernel"`
+	// Cumulative repairs.
+	Added     uint64 `json:"added"`     // new desired elements written
+	Refreshed uint64 `json:"refreshed"` // re-written with a different expiry
+	Restored  uint64 `json:"restored"`  // expected but missing, written again
+	Removed   uint64 `json:"removed"`   // no longer desired, removed
+	Foreign   uint64 `json:"foreign"`   // in the kernel but never desired (external edits), removed
+	Passes    uint64 `json:"passes"`
+	Errors    uint64 `json:"errors"`
+
+	LastError    string        `json:"last_error,omitempty"`
+	LastPass     time.Time     `json:"last_pass"`
+	LastDuration time.Duration `json:"last_duration_ns"`
+}
+
+// Reconciler makes each backend's kernel state equal to the desired
+// elements: it adds what is missing, re-adds what has the wrong expiry
+// and removes everything else, so expiries, restarts and external edits
+// are repaired on the next pass.
+type Reconciler struct {
+	mu       sync.Mutex
+	backends []Backend
+	allow    []netip.Prefix
+	allowSet map[string]bool // backends whose allow list is in sync
+	applied  map[string]map[Key]bool
+	stats    map[string]*BackendStats
+}
+
+// NewReconciler drives backends (in order: the first is the fastest).
+func NewReconciler(backends ...Backend) *Reconciler {
+	r := &Reconciler{backends: backends, allowSet: map[string]bool{}, applied: map[string]map[Key]bool{},
+		stats: map[string]*BackendStats{}}
+	for _, b := range backends {
+		r.applied[b.Name()] = map[Key]bool{}
+		r.stats[b.Name()] = &BackendStats{Name: b.Name(), Ratio: 1}
+	}
+	return r
+}
+
+// Backends returns the backend names.
+func (r *Reconciler) Backends() []string {
+	var out []string
+	for _, b := range r.backends {
+		out = append(out, b.Name())
+	}
+	return out
+}
+
+// SetAllow sets the never-block prefixes for every backend (applied on the
+// next pass, and re-applied after any backend error).
+func (r *Reconciler) SetAllow(p []netip.Prefix) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.allow = slices.Clone(p)
+	clear(r.allowSet)
+}
+
+// Desired is the desired state: per backend name, element key → expiry
+// (zero: none).
+type Desired map[string]map[Key]time.Time
+
+// Pass reconciles every backend once against want at now. Errors of one
+// backend do not stop the others; they are returned joined.
+func (r *Reconciler) Pass(want Desired, now time.Time) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for _, b := range r.backends {
+		if err := r.pass(b, want[b.Name()], now); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Reconciler) pass(b Backend, want map[Key]time.Time, now time.Time) error {
+	name := b.Name()
+	st := r.stats[name]
+	start := time.Now()
+	st.Passes++
+	fail := func(err error) error {
+		st.Errors++
+		st.LastError = err.Error()
+		r.allowSet[name] = false
+		return fmt.Errorf("reconcile %s: %w", name, err)
+	}
+	if !r.allowSet[name] {
+		if err := b.Allow(r.allow); err != nil {
+			return fail(fmt.Errorf("never-block list: %w", err))
+		}
+		r.allowSet[name] = true
+	}
+	have, err := b.Elements()
+	if err != nil {
+		return fail(err)
+	}
+	kernel := make(map[Key]time.Time, len(have))
+	for _, e := range have {
+		if !e.Expires.IsZero() && !e.Expires.After(now) {
+			continue // expired, the kernel just has not collected it
+		}
+		kernel[e.Key()] = e.Expires
+	}
+	applied := r.applied[name]
+	expected, enforced := 0, 0
+	var add, del []Element
+	var nAdd, nRefresh, nRestore, nRemove, nForeign uint64
+	for k, exp := range want {
+		if !exp.IsZero() && !exp.After(now) {
+			continue
+		}
+		kexp, in := kernel[k]
+		if applied[k] {
+			expected++
+			if in {
+				enforced++
+			}
+		}
+		switch {
+		case !in:
+			add = append(add, Element{k.Prefix, k.Dir, exp})
+			if applied[k] {
+				nRestore++
+			} else {
+				nAdd++
+			}
+		case !sameExpiry(kexp, exp):
+			add = append(add, Element{k.Prefix, k.Dir, exp})
+			nRefresh++
+		}
+	}
+	for k, kexp := range kernel {
+		if exp, ok := want[k]; ok && (exp.IsZero() || exp.After(now)) {
+			continue
+		}
+		del = append(del, Element{k.Prefix, k.Dir, kexp})
+		if applied[k] {
+			nRemove++
+		} else {
+			nForeign++
+		}
+	}
+	if len(add) > 0 || len(del) > 0 {
+		if err := b.Apply(add, del); err != nil {
+			return fail(err)
+		}
+	}
+	// The kernel now holds want.
+	clear(applied)
+	for k, exp := range want {
+		if exp.IsZero() || exp.After(now) {
+			applied[k] = true
+		}
+	}
+	st.Expected, st.Enforced = expected, enforced
+	st.Ratio = 1
+	if expected > 0 {
+		st.Ratio = float64(enforced) / float64(expected)
+	}
+	st.Desired, st.Kernel = len(applied), len(applied)
+	st.Added += nAdd
+	st.Refreshed += nRefresh
+	st.Restored += nRestore
+	st.Removed += nRemove
+	st.Foreign += nForeign
+	st.LastError = ""
+	st.LastPass = now
+	st.LastDuration = time.Since(start)
+	return nil
+}
+
+func sameExpiry(a, b time.Time) bool {
+	if a.IsZero() || b.IsZero() {
+		return a.IsZero() == b.IsZero()
+	}
+	d := a.Sub(b)
+	return d < expiryTolerance && d > -expiryTolerance
+}
+
+// Stats returns every backend's stats.
+func (r *Reconciler) Stats() []BackendStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []BackendStats
+	for _, b := range r.backends {
+		out = append(out, *r.stats[b.Name()])
+	}
+	return out
+}
+
+// Counters returns the per-element drop counters of the backends that
+// count, by backend name.
+func (r *Reconciler) Counters() map[string]map[Key]Counters {
+	out := map[string]map[Key]Counters{}
+	for _, b := range r.backends {
+		if cb, ok := b.(CountingBackend); ok {
+			if c, err := cb.Counters(); err == nil {
+				out[b.Name()] = c
+			}
+		}
+	}
+	return out
+}
