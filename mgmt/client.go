@@ -12,8 +12,10 @@ import (
 
 // Client talks to a wardlined management server.
 type Client struct {
-	Base string // e.g. http://198.18.254.1:9100
-	HTTP *http.Client
+	Base  string // e.g. http://198.18.254.1:9100
+	HTTP  *http.Client
+	Token string // bearer token for /api/v1/enforce/*
+	User  string // operator name for the audit log (X-Wardline-User)
 }
 
 // NewClient returns a client for addr ("host:port" or a URL).

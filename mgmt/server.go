@@ -12,6 +12,9 @@
 //	GET /api/v1/alerts    recent alerts, newest last; ?limit=N
 //	GET /api/v1/incidents alerts grouped per attacker and time window
 //	GET /metrics          Prometheus text exposition
+//
+// and the token-authenticated enforcement endpoints under
+// /api/v1/enforce/ (see enforce.go).
 package mgmt
 
 import (
@@ -68,7 +71,11 @@ type Options struct {
 	// Alerts returns up to limit recent alerts; Incidents the incidents.
 	Alerts    func(limit int) any
 	Incidents func() any
-	Logf      func(format string, args ...any)
+	// Enforcer serves /api/v1/enforce/* (nil: not served); Token returns
+	// the bearer token those endpoints require ("" refuses every request).
+	Enforcer Enforcer
+	Token    func() string
+	Logf     func(format string, args ...any)
 }
 
 // Server serves the management API.
@@ -159,6 +166,7 @@ func (s *Server) Handler() http.Handler {
 			writeJSON(w, http.StatusOK, s.opts.Incidents())
 		})
 	}
+	s.enforceRoutes(mux)
 	return mux
 }
 

@@ -27,6 +27,7 @@ type Config struct {
 	Management Management
 	Dataplane  Dataplane
 	Detect     Detect
+	Enforce    Enforce
 	Log        Log
 }
 
@@ -177,7 +178,8 @@ type raw struct {
 			Prefixes []string `json:"prefixes"`
 		} `json:"maintenance"`
 	} `json:"detect"`
-	Log *struct {
+	Enforce *rawEnforce `json:"enforce"`
+	Log     *struct {
 		Flows    bool  `json:"flows"`
 		Snippets bool  `json:"snippets"`
 		Alerts   *bool `json:"alerts"`
@@ -475,6 +477,7 @@ func (r *raw) validate() (*Config, []error) {
 			c.Log.Alerts = *r.Log.Alerts
 		}
 	}
+	errs = append(errs, r.validateEnforce(c)...)
 	return c, errs
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wardline/wardline/dataplane"
+	"github.com/wardline/wardline/enforce"
 )
 
 func TestReferenceConfig(t *testing.T) {
@@ -38,6 +39,16 @@ func TestReferenceConfig(t *testing.T) {
 	}
 	if err := d.Options().Validate(); err != nil {
 		t.Errorf("reference dataplane options rejected by the dataplane: %v", err)
+	}
+	e := c.Enforce
+	// gateway, resolver and the management address (added automatically).
+	if len(e.NeverBlock) != 3 || e.NeverBlock[0].Name != "management address" || e.NeverBlock[2].Prefix != netip.MustParsePrefix("198.18.0.53/32") {
+		t.Errorf("never_block %+v", e.NeverBlock)
+	}
+	if len(e.Policies) != 3 || e.Policies[0].Dwell != enforce.Duration(30*time.Minute) || e.Policies[1].Scope != enforce.ScopeAll ||
+		e.Policies[2].Target != "victim" || len(e.Groups["office-clients"]) != 1 || !e.NFT || e.Thresholds.CollateralPPS != 20 ||
+		e.Guardrails.MaxTTL != 168*time.Hour || e.TokenFile != "/perm/wardline/api-token" {
+		t.Errorf("enforce %+v", e)
 	}
 }
 
@@ -82,6 +93,14 @@ func TestBadConfigs(t *testing.T) {
 		{"bad home net", strings.Replace(ok, `"dataplane":`, `"detect": {"home_nets": ["10.0.0.0/33"], "eve": "eve.json"}, "dataplane":`, 1), []string{"detect.home_nets[0]", "detect.eve", "absolute"}},
 		{"bad suppression", strings.Replace(ok, `"dataplane":`, `"detect": {"suppress": [{"name": "x"}], "maintenance": [{"name": "m", "from": "tonight", "to": "2026-01-01T00:00:00Z"}]}, "dataplane":`, 1),
 			[]string{"detect.suppress[0]: matches every alert", "detect.maintenance[0].from"}},
+		{"bad enforce", strings.Replace(ok, `"dataplane":`, `"enforce": {"state_dir": "perm", "never_block": [{"prefix": "198.18.0.300"}],
+"groups": {"g": ["10.0.0.0/40"]}, "guardrails": {"max_active": 0, "max_ttl": "forever"}, "health": {"tcp_margin": 2},
+"policies": [{"id": "p", "action": "block", "ttl": "1h", "match": {"types": ["portscan"]}}, {"id": "q", "action": "block", "ttl": "1h", "colour": "red"},
+{"id": "r", "action": "block", "ttl": "1h"}, {"id": "r", "action": "alert"}]}, "dataplane":`, 1),
+			[]string{"enforce.state_dir", "enforce.never_block[0].prefix", "enforce.never_block[0].name", "enforce.groups.g[0]",
+				"enforce.guardrails.max_active", "enforce.guardrails.max_ttl", "enforce.health.tcp_margin",
+				`enforce.policies[0]: policy "p": match.types[0]: unknown alert type "portscan"`, `enforce.policies[1]: unknown field "colour"`,
+				`enforce.policies[3].id: "r" is used twice`}},
 		{"pin outside bpffs", strings.Replace(ok, `"generic"`, `"generic", "pin_dir": "/tmp/pins"`, 1), []string{"dataplane.pin_dir", "below the bpffs"}},
 	}
 	for _, tc := range tests {
