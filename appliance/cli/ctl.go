@@ -13,7 +13,7 @@ import (
 )
 
 func init() {
-	register(command{name: "ctl", usage: "talk to a running wardlined: status, health, flows, alerts, incidents, metrics", run: runCtl})
+	register(command{name: "ctl", usage: "talk to a running wardlined: status, health, flows, alerts, incidents, metrics; enforcement: enforce, policies, policy, promote, rollback, blocks, block, would-block, audit", run: runCtl})
 }
 
 func runCtl(ctx context.Context, args []string) error {
@@ -21,12 +21,14 @@ func runCtl(ctx context.Context, args []string) error {
 	addr := fs.String("addr", "198.18.254.1:9100", "management address of wardlined")
 	labID := fs.String("lab", "", "reach the daemon of this lab (from its management namespace)")
 	all := fs.Bool("all", false, "flows: include link-local and multicast control flows")
-	limit := fs.Int("limit", 50, "flows: how many recent records")
-	if err := fs.Parse(args); err != nil {
+	limit := fs.Int("limit", 50, "flows, would-block, audit: how many recent records")
+	ef := enforceFlags(fs)
+	rest, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("usage: wardline ctl [-addr host:port] [-lab ID] status|health|flows|alerts|incidents|metrics")
+	if len(rest) == 0 {
+		return fmt.Errorf("usage: wardline ctl [-addr host:port] [-lab ID] status|health|flows|alerts|incidents|metrics|enforce|policies|policy|promote|rollback|blocks|block|would-block|audit")
 	}
 	c := mgmt.NewClient(*addr)
 	if *labID != "" {
@@ -36,7 +38,16 @@ func runCtl(ctx context.Context, args []string) error {
 		}
 		c.HTTP = l.Host("mgmt").HTTPClient()
 	}
-	switch fs.Arg(0) {
+	if isEnforceCommand(rest[0]) {
+		if err := ef.setup(c); err != nil {
+			return err
+		}
+		return runEnforce(ctx, c, ef, rest, *limit)
+	}
+	if len(rest) != 1 {
+		return fmt.Errorf("wardline ctl %s: takes no arguments", rest[0])
+	}
+	switch rest[0] {
 	case "status":
 		var v any
 		if err := c.Get(ctx, "/api/v1/status", &v); err != nil {
@@ -68,8 +79,8 @@ func runCtl(ctx context.Context, args []string) error {
 		return nil
 	case "alerts", "incidents":
 		var v any
-		path := "/api/v1/" + fs.Arg(0)
-		if fs.Arg(0) == "alerts" {
+		path := "/api/v1/" + rest[0]
+		if rest[0] == "alerts" {
 			path += fmt.Sprintf("?limit=%d", *limit)
 		}
 		if err := c.Get(ctx, path, &v); err != nil {
@@ -85,7 +96,7 @@ func runCtl(ctx context.Context, args []string) error {
 		_, err = io.Copy(os.Stdout, resp.Body)
 		return err
 	}
-	return fmt.Errorf("wardline ctl: unknown command %q (want status, health, flows, alerts, incidents or metrics)", strings.Join(fs.Args(), " "))
+	return fmt.Errorf("wardline ctl: unknown command %q (want status, health, flows, alerts, incidents, metrics, enforce, policies, policy, promote, rollback, blocks, block, would-block or audit)", strings.Join(rest, " "))
 }
 
 func printJSON(v any) error {
