@@ -33,14 +33,15 @@ struct {
 } wl_events_v1 SEC(".maps");
 
 /* Per-CPU counters: one element holding every enum wl_stat counter, so the
- * hot path does one lookup per packet and plain (per-CPU) increments. */
+ * hot path does one lookup per packet and plain (per-CPU) increments.
+ * _v2: WL_STAT_BLOCK_EXPIRED made the value longer. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct wl_stats);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} wl_stats_v1 SEC(".maps");
+} wl_stats_v2 SEC(".maps");
 
 /* Bridge ports this program is attached to: ifindex -> role. */
 struct {
@@ -52,7 +53,9 @@ struct {
 } wl_ports_v1 SEC(".maps");
 
 /* Blocklist: drop when the source (src tries) or destination (dst tries)
- * falls in a prefix. LPM tries must be created without preallocation. */
+ * falls in a prefix whose entry has not expired. LPM tries must be created
+ * without preallocation. _v2: wl_list_val gained expires_ns (the loader
+ * carries _v1 entries over and removes the old pins). */
 #define WL_LPM_MAP(name, keytype)                        \
 	struct {                                         \
 		__uint(type, BPF_MAP_TYPE_LPM_TRIE);     \
@@ -63,15 +66,15 @@ struct {
 		__uint(pinning, LIBBPF_PIN_BY_NAME);     \
 	} name SEC(".maps")
 
-WL_LPM_MAP(wl_block_src4_v1, struct wl_lpm4);
-WL_LPM_MAP(wl_block_dst4_v1, struct wl_lpm4);
-WL_LPM_MAP(wl_block_src6_v1, struct wl_lpm6);
-WL_LPM_MAP(wl_block_dst6_v1, struct wl_lpm6);
+WL_LPM_MAP(wl_block_src4_v2, struct wl_lpm4);
+WL_LPM_MAP(wl_block_dst4_v2, struct wl_lpm4);
+WL_LPM_MAP(wl_block_src6_v2, struct wl_lpm6);
+WL_LPM_MAP(wl_block_dst6_v2, struct wl_lpm6);
 
 /* Allowlist (never block): a packet whose source or destination is in here
  * passes even when the blocklist matches it. */
-WL_LPM_MAP(wl_allow4_v1, struct wl_lpm4);
-WL_LPM_MAP(wl_allow6_v1, struct wl_lpm6);
+WL_LPM_MAP(wl_allow4_v2, struct wl_lpm4);
+WL_LPM_MAP(wl_allow6_v2, struct wl_lpm6);
 
 /* Summary of the last sweep, written by wl_sweep. */
 struct {

@@ -88,10 +88,11 @@ enum wl_stat {
 	WL_STAT_UNKNOWN_PORT,       /* packets on an interface missing from wl_ports_v1 */
 	WL_STAT_SWEEP_RUNS,         /* runs of wl_sweep */
 	WL_STAT_SWEEP_EXPIRED,      /* flows exported and removed by wl_sweep */
+	WL_STAT_BLOCK_EXPIRED,      /* passed: every block entry that matched was past its expiry */
 	WL_STAT_MAX,
 };
 
-/* Value of wl_stats_v1 (per CPU). */
+/* Value of wl_stats_v2 (per CPU). */
 struct wl_stats {
 	__u64 c[WL_STAT_MAX];
 };
@@ -197,11 +198,14 @@ struct wl_lpm6 {
 	__u8 addr[16];
 };
 
-/* Block/allow list value: hit counters, updated atomically. */
+/* Block/allow list value (wl_block_*_v2, wl_allow*_v2): hit counters,
+ * updated atomically, and the entry's lifetime. Written by dataplane/lists.go. */
 struct wl_list_val {
 	__u64 packets;
 	__u64 bytes;
-	__u64 added_ns; /* set by userspace when the entry was written */
+	__u64 added_ns;   /* set by userspace when the entry was written */
+	__u64 expires_ns; /* block lists: no match from this bpf_ktime_get_ns() on; 0 = never.
+			   * Allowlist entries ignore it. */
 };
 
 /* Port registry value (wl_ports_v1). */

@@ -38,7 +38,7 @@ const enum wl_port_role *unused_role __attribute__((unused));
 static __always_inline struct wl_stats *stats_get(void)
 {
 	__u32 zero = 0;
-	return bpf_map_lookup_elem(&wl_stats_v1, &zero);
+	return bpf_map_lookup_elem(&wl_stats_v2, &zero);
 }
 
 #define STAT_ADD(st, idx, n)                  \
@@ -249,22 +249,42 @@ static __always_inline struct wl_list_val *lpm(void *map, const __u8 *addr, int 
 	return bpf_map_lookup_elem(map, &k);
 }
 
+/* block_match looks addr up in a block trie. An entry past its expiry is no
+ * match (*expired is set); the clock is read only when an entry matched, so
+ * the common path does not pay for it. The trie returns only the longest
+ * match, so an expired entry also hides shorter live prefixes around it
+ * until userspace removes it (enforce/xdpset does when it reads the list). */
+static __always_inline struct wl_list_val *block_match(void *map, const __u8 *addr, int v6, int *expired)
+{
+	struct wl_list_val *b = lpm(map, addr, v6);
+	if (b && b->expires_ns && b->expires_ns <= bpf_ktime_get_ns()) {
+		*expired = 1;
+		return NULL;
+	}
+	return b;
+}
+
 /* blocked returns 1 if the packet must be dropped. The allowlist takes
- * precedence; it is consulted only when a block entry matched, so the common
- * case costs two lookups (free while a trie is empty). */
+ * precedence; it is consulted only when a live block entry matched, so the
+ * common case costs two lookups (free while a trie is empty). */
 static __always_inline int blocked(const struct pkt *p, __u32 len, struct wl_stats *st)
 {
 	int v6 = p->v6;
+	int expired = 0;
 	__u32 why = WL_STAT_BLOCK_SRC;
-	struct wl_list_val *b = lpm(v6 ? (void *)&wl_block_src6_v1 : (void *)&wl_block_src4_v1,
-				    p->key.saddr, v6);
+	struct wl_list_val *b = block_match(v6 ? (void *)&wl_block_src6_v2 : (void *)&wl_block_src4_v2,
+					    p->key.saddr, v6, &expired);
 	if (!b) {
 		why = WL_STAT_BLOCK_DST;
-		b = lpm(v6 ? (void *)&wl_block_dst6_v1 : (void *)&wl_block_dst4_v1, p->key.daddr, v6);
+		b = block_match(v6 ? (void *)&wl_block_dst6_v2 : (void *)&wl_block_dst4_v2,
+				p->key.daddr, v6, &expired);
 	}
-	if (!b)
+	if (!b) {
+		if (expired)
+			STAT_ADD(st, WL_STAT_BLOCK_EXPIRED, 1);
 		return 0;
-	void *allow = v6 ? (void *)&wl_allow6_v1 : (void *)&wl_allow4_v1;
+	}
+	void *allow = v6 ? (void *)&wl_allow6_v2 : (void *)&wl_allow4_v2;
 	struct wl_list_val *a = lpm(allow, p->key.saddr, v6);
 	if (!a)
 		a = lpm(allow, p->key.daddr, v6);
@@ -539,7 +559,7 @@ static __always_inline __u64 sum_stat(__u32 idx)
 	__u32 zero = 0;
 	__u64 sum = 0;
 	for (__u32 cpu = 0; cpu < WL_MAX_CPUS; cpu++) {
-		struct wl_stats *s = bpf_map_lookup_percpu_elem(&wl_stats_v1, &zero, cpu);
+		struct wl_stats *s = bpf_map_lookup_percpu_elem(&wl_stats_v2, &zero, cpu);
 		if (!s)
 			break;
 		if (idx < WL_STAT_MAX)

@@ -79,10 +79,11 @@ type bpfWlFlowKey struct {
 }
 
 type bpfWlListVal struct {
-	_       structs.HostLayout
-	Packets uint64
-	Bytes   uint64
-	AddedNs uint64
+	_         structs.HostLayout
+	Packets   uint64
+	Bytes     uint64
+	AddedNs   uint64
+	ExpiresNs uint64
 }
 
 type bpfWlLpm4 struct {
@@ -184,12 +185,13 @@ const (
 	bpfWlStatWL_STAT_UNKNOWN_PORT     bpfWlStat = 25
 	bpfWlStatWL_STAT_SWEEP_RUNS       bpfWlStat = 26
 	bpfWlStatWL_STAT_SWEEP_EXPIRED    bpfWlStat = 27
-	bpfWlStatWL_STAT_MAX              bpfWlStat = 28
+	bpfWlStatWL_STAT_BLOCK_EXPIRED    bpfWlStat = 28
+	bpfWlStatWL_STAT_MAX              bpfWlStat = 29
 )
 
 type bpfWlStats struct {
 	_ structs.HostLayout
-	C [28]uint64
+	C [29]uint64
 }
 
 type bpfWlSweepState struct {
@@ -205,17 +207,17 @@ type bpfWlSweepState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	bpfMapWlAllow4V1         = "wl_allow4_v1"
-	bpfMapWlAllow6V1         = "wl_allow6_v1"
-	bpfMapWlBlockDst4V1      = "wl_block_dst4_v1"
-	bpfMapWlBlockDst6V1      = "wl_block_dst6_v1"
-	bpfMapWlBlockSrc4V1      = "wl_block_src4_v1"
-	bpfMapWlBlockSrc6V1      = "wl_block_src6_v1"
+	bpfMapWlAllow4V2         = "wl_allow4_v2"
+	bpfMapWlAllow6V2         = "wl_allow6_v2"
+	bpfMapWlBlockDst4V2      = "wl_block_dst4_v2"
+	bpfMapWlBlockDst6V2      = "wl_block_dst6_v2"
+	bpfMapWlBlockSrc4V2      = "wl_block_src4_v2"
+	bpfMapWlBlockSrc6V2      = "wl_block_src6_v2"
 	bpfMapWlEventsV1         = "wl_events_v1"
 	bpfMapWlFlowsV1          = "wl_flows_v1"
 	bpfMapWlPortsV1          = "wl_ports_v1"
 	bpfMapWlScratch          = "wl_scratch"
-	bpfMapWlStatsV1          = "wl_stats_v1"
+	bpfMapWlStatsV2          = "wl_stats_v2"
 	bpfMapWlSweepV1          = "wl_sweep_v1"
 	bpfProgWlSweep           = "wl_sweep"
 	bpfProgWlXdp             = "wl_xdp"
@@ -285,17 +287,17 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	WlAllow4V1    *ebpf.MapSpec `ebpf:"wl_allow4_v1"`
-	WlAllow6V1    *ebpf.MapSpec `ebpf:"wl_allow6_v1"`
-	WlBlockDst4V1 *ebpf.MapSpec `ebpf:"wl_block_dst4_v1"`
-	WlBlockDst6V1 *ebpf.MapSpec `ebpf:"wl_block_dst6_v1"`
-	WlBlockSrc4V1 *ebpf.MapSpec `ebpf:"wl_block_src4_v1"`
-	WlBlockSrc6V1 *ebpf.MapSpec `ebpf:"wl_block_src6_v1"`
+	WlAllow4V2    *ebpf.MapSpec `ebpf:"wl_allow4_v2"`
+	WlAllow6V2    *ebpf.MapSpec `ebpf:"wl_allow6_v2"`
+	WlBlockDst4V2 *ebpf.MapSpec `ebpf:"wl_block_dst4_v2"`
+	WlBlockDst6V2 *ebpf.MapSpec `ebpf:"wl_block_dst6_v2"`
+	WlBlockSrc4V2 *ebpf.MapSpec `ebpf:"wl_block_src4_v2"`
+	WlBlockSrc6V2 *ebpf.MapSpec `ebpf:"wl_block_src6_v2"`
 	WlEventsV1    *ebpf.MapSpec `ebpf:"wl_events_v1"`
 	WlFlowsV1     *ebpf.MapSpec `ebpf:"wl_flows_v1"`
 	WlPortsV1     *ebpf.MapSpec `ebpf:"wl_ports_v1"`
 	WlScratch     *ebpf.MapSpec `ebpf:"wl_scratch"`
-	WlStatsV1     *ebpf.MapSpec `ebpf:"wl_stats_v1"`
+	WlStatsV2     *ebpf.MapSpec `ebpf:"wl_stats_v2"`
 	WlSweepV1     *ebpf.MapSpec `ebpf:"wl_sweep_v1"`
 }
 
@@ -339,33 +341,33 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	WlAllow4V1    *ebpf.Map `ebpf:"wl_allow4_v1"`
-	WlAllow6V1    *ebpf.Map `ebpf:"wl_allow6_v1"`
-	WlBlockDst4V1 *ebpf.Map `ebpf:"wl_block_dst4_v1"`
-	WlBlockDst6V1 *ebpf.Map `ebpf:"wl_block_dst6_v1"`
-	WlBlockSrc4V1 *ebpf.Map `ebpf:"wl_block_src4_v1"`
-	WlBlockSrc6V1 *ebpf.Map `ebpf:"wl_block_src6_v1"`
+	WlAllow4V2    *ebpf.Map `ebpf:"wl_allow4_v2"`
+	WlAllow6V2    *ebpf.Map `ebpf:"wl_allow6_v2"`
+	WlBlockDst4V2 *ebpf.Map `ebpf:"wl_block_dst4_v2"`
+	WlBlockDst6V2 *ebpf.Map `ebpf:"wl_block_dst6_v2"`
+	WlBlockSrc4V2 *ebpf.Map `ebpf:"wl_block_src4_v2"`
+	WlBlockSrc6V2 *ebpf.Map `ebpf:"wl_block_src6_v2"`
 	WlEventsV1    *ebpf.Map `ebpf:"wl_events_v1"`
 	WlFlowsV1     *ebpf.Map `ebpf:"wl_flows_v1"`
 	WlPortsV1     *ebpf.Map `ebpf:"wl_ports_v1"`
 	WlScratch     *ebpf.Map `ebpf:"wl_scratch"`
-	WlStatsV1     *ebpf.Map `ebpf:"wl_stats_v1"`
+	WlStatsV2     *ebpf.Map `ebpf:"wl_stats_v2"`
 	WlSweepV1     *ebpf.Map `ebpf:"wl_sweep_v1"`
 }
 
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
-		m.WlAllow4V1,
-		m.WlAllow6V1,
-		m.WlBlockDst4V1,
-		m.WlBlockDst6V1,
-		m.WlBlockSrc4V1,
-		m.WlBlockSrc6V1,
+		m.WlAllow4V2,
+		m.WlAllow6V2,
+		m.WlBlockDst4V2,
+		m.WlBlockDst6V2,
+		m.WlBlockSrc4V2,
+		m.WlBlockSrc6V2,
 		m.WlEventsV1,
 		m.WlFlowsV1,
 		m.WlPortsV1,
 		m.WlScratch,
-		m.WlStatsV1,
+		m.WlStatsV2,
 		m.WlSweepV1,
 	)
 }

@@ -41,3 +41,14 @@ func (c *Clock) Calibrate() {
 func (c *Clock) Time(ktimeNs uint64) time.Time {
 	return time.Unix(0, int64(ktimeNs)+c.offset.Load())
 }
+
+// Ktime converts wall time to a BPF timestamp, the inverse of Time. Times
+// before boot give 1 (already past: 0 means "never" in the lists); times too
+// far ahead for a Duration saturate.
+func (c *Clock) Ktime(t time.Time) uint64 {
+	ns := t.Sub(time.Unix(0, c.offset.Load())) // saturates instead of overflowing
+	if ns < 1 {
+		return 1
+	}
+	return uint64(ns)
+}

@@ -126,7 +126,9 @@ const (
 
 // Load loads the fast path. With a PinDir, maps already pinned there are
 // reused (state survives restarts) and the new programs are pinned in place
-// of the old ones; attached links are not touched until Attach.
+// of the old ones; attached links are not touched until Attach. Pinned maps
+// of an older layout version are removed (their list entries carried over,
+// see removeStalePins).
 func Load(opts Options) (*Dataplane, error) {
 	opts.setDefaults()
 	if err := opts.Validate(); err != nil {
@@ -142,8 +144,10 @@ func Load(opts Options) (*Dataplane, error) {
 	}
 
 	d := &Dataplane{opts: opts, clock: NewClock()}
+	var spec *ebpf.CollectionSpec
 	for attempt := 0; ; attempt++ {
-		spec, err := d.spec()
+		var err error
+		spec, err = d.spec()
 		if err != nil {
 			return nil, err
 		}
@@ -173,6 +177,15 @@ func Load(opts Options) (*Dataplane, error) {
 	}
 
 	if opts.PinDir != "" {
+		removed, err := d.removeStalePins(spec)
+		if len(removed) > 0 {
+			opts.Logf("dataplane: removed pinned maps of an older layout: %v", removed)
+		}
+		if err != nil {
+			// Not fatal: the new maps are in place; the orphans only
+			// hold memory.
+			opts.Logf("dataplane: %v", err)
+		}
 		for name, p := range map[string]*ebpf.Program{pinProgXDP: d.objs.WlXdp, pinProgSweep: d.objs.WlSweep} {
 			path := filepath.Join(opts.PinDir, name)
 			// Replace the pin of an older program atomically enough:

@@ -40,6 +40,7 @@ const (
 	StatUnknownPort    = Stat(bpfWlStatWL_STAT_UNKNOWN_PORT)
 	StatSweepRuns      = Stat(bpfWlStatWL_STAT_SWEEP_RUNS)
 	StatSweepExpired   = Stat(bpfWlStatWL_STAT_SWEEP_EXPIRED)
+	StatBlockExpired   = Stat(bpfWlStatWL_STAT_BLOCK_EXPIRED)
 	NumStats           = int(bpfWlStatWL_STAT_MAX)
 )
 
@@ -76,6 +77,7 @@ var statDescs = map[Stat]statDesc{
 	StatUnknownPort:    {"unknown_port_packets", "Packets on an interface the daemon did not register."},
 	StatSweepRuns:      {"sweeps", "Runs of the flow sweeper."},
 	StatSweepExpired:   {"sweep_expired_flows", "Flows exported and removed by the sweeper (idle or closed)."},
+	StatBlockExpired:   {"block_expired_packets", "Packets passed because every blocklist entry they matched had expired."},
 }
 
 // Name returns the counter's export name.
@@ -116,13 +118,13 @@ type Stats struct {
 
 // Stats reads the counters.
 func (d *Dataplane) Stats() (Stats, error) {
-	return readStats(d.objs.WlStatsV1, d.objs.WlSweepV1, d.clock, d.opts.FlowTableSize)
+	return readStats(d.objs.WlStatsV2, d.objs.WlSweepV1, d.clock, d.opts.FlowTableSize)
 }
 
 func readStats(stats, sweep *ebpf.Map, clock *Clock, tableSize uint32) (Stats, error) {
 	var percpu []bpfWlStats
 	if err := stats.Lookup(uint32(0), &percpu); err != nil {
-		return Stats{}, fmt.Errorf("read wl_stats_v1: %w", err)
+		return Stats{}, fmt.Errorf("read wl_stats_v2: %w", err)
 	}
 	s := Stats{PerCPU: make([]Counters, len(percpu)), FlowTableSize: tableSize}
 	for cpu, c := range percpu {
@@ -146,7 +148,7 @@ func readStats(stats, sweep *ebpf.Map, clock *Clock, tableSize uint32) (Stats, e
 // ReadPinnedStats reads the counters of a fast path pinned in pinDir,
 // without loading it (for the CLI; works while the daemon is down).
 func ReadPinnedStats(pinDir string) (Stats, error) {
-	stats, err := ebpf.LoadPinnedMap(pinDir+"/wl_stats_v1", nil)
+	stats, err := ebpf.LoadPinnedMap(pinDir+"/wl_stats_v2", nil)
 	if err != nil {
 		return Stats{}, fmt.Errorf("open pinned counters in %s: %w", pinDir, err)
 	}

@@ -96,6 +96,14 @@ func ipv6ExtFrame(t *testing.T, nExt int, payload []byte) []byte {
 	return serialize(t, eth(layers.EthernetTypeIPv6), ip, gopacket.Payload(body))
 }
 
+// set puts prefix into list with an expiry, failing the test on error.
+func set(t *testing.T, d *Dataplane, list List, prefix string, expires time.Time) {
+	t.Helper()
+	if err := d.Lists().Set(list, netip.MustParsePrefix(prefix), expires); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestPacketTable(t *testing.T) {
 	d := loadTestDataplane(t, Options{})
 	r, err := d.NewReader()
@@ -445,6 +453,66 @@ func TestPacketTable(t *testing.T) {
 			},
 			frames: [][]byte{syn4},
 			stats:  map[Stat]uint64{StatAllowlisted: 1, StatDrop: 0, StatPass: 1, StatFlowNew: 1},
+		},
+		{
+			name: "block entry expiring in the future drops", want: xdpDrop,
+			setup: func(t *testing.T) {
+				set(t, d, BlockSrc, "198.18.0.0/24", time.Now().Add(time.Hour))
+			},
+			frames: [][]byte{syn4},
+			stats:  map[Stat]uint64{StatDrop: 1, StatBlockSrc: 1, StatBlockExpired: 0, StatPass: 0},
+		},
+		{
+			name: "expired block entry passes and is counted", want: xdpPass,
+			setup: func(t *testing.T) {
+				set(t, d, BlockSrc, "198.18.0.0/24", time.Now().Add(-time.Second))
+			},
+			frames: [][]byte{syn4, udp6},
+			stats:  map[Stat]uint64{StatDrop: 0, StatBlockSrc: 0, StatBlockExpired: 1, StatPass: 2, StatFlowNew: 2},
+			check: func(t *testing.T, ev collected) {
+				if e, err := d.Lists().Get(BlockSrc, netip.MustParsePrefix("198.18.0.0/24")); err != nil || e.Packets != 0 {
+					t.Errorf("expired entry %+v err %v, want present with 0 hits", e, err)
+				}
+			},
+		},
+		{
+			name: "expired ipv6 destination entry passes", want: xdpPass,
+			setup: func(t *testing.T) {
+				set(t, d, BlockDst, "2001:db8:113::/64", time.Now().Add(-time.Millisecond))
+			},
+			frames: [][]byte{udp6},
+			stats:  map[Stat]uint64{StatDrop: 0, StatBlockExpired: 1, StatPass: 1},
+		},
+		{
+			name: "expired source entry does not hide a live destination entry", want: xdpDrop,
+			setup: func(t *testing.T) {
+				set(t, d, BlockSrc, "198.18.0.11/32", time.Now().Add(-time.Second))
+				set(t, d, BlockDst, "203.0.113.0/24", time.Now().Add(time.Hour))
+			},
+			frames: [][]byte{syn4},
+			stats:  map[Stat]uint64{StatDrop: 1, StatBlockDst: 1, StatBlockSrc: 0, StatBlockExpired: 0},
+		},
+		{
+			name: "block entry with zero expiry never expires", want: xdpDrop,
+			setup: func(t *testing.T) {
+				set(t, d, BlockDst, "203.0.113.10/32", time.Time{})
+			},
+			frames: [][]byte{syn4},
+			stats:  map[Stat]uint64{StatDrop: 1, StatBlockDst: 1, StatBlockExpired: 0},
+		},
+		{
+			name: "allowlist wins over an expiring block entry", want: xdpPass,
+			setup: func(t *testing.T) {
+				set(t, d, BlockDst, "203.0.113.0/24", time.Now().Add(time.Hour))
+				set(t, d, Allow, "198.18.0.11/32", time.Time{})
+			},
+			frames: [][]byte{syn4},
+			stats:  map[Stat]uint64{StatAllowlisted: 1, StatDrop: 0, StatBlockExpired: 0, StatPass: 1},
+			check: func(t *testing.T, ev collected) {
+				if e, err := d.Lists().Get(Allow, netip.MustParsePrefix("198.18.0.11/32")); err != nil || e.Packets != 1 {
+					t.Errorf("allow entry %+v err %v, want 1 hit", e, err)
+				}
+			},
 		},
 	}
 

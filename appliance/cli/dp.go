@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"text/tabwriter"
+	"time"
 
 	"github.com/wardline/wardline/dataplane"
 )
@@ -109,8 +110,12 @@ func dpList(ctx context.Context, verb string, args []string) error {
 	pinDir := fs.String("pin-dir", defaultPinDir, "pin directory")
 	match := fs.String("match", "src", "for block/unblock: src or dst")
 	listName := fs.String("list", "", "for list: block-src, block-dst or allow (default all)")
+	ttl := fs.Duration("ttl", 0, "for block: drop only for this long (0 = until unblocked); re-blocking sets the new expiry")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *ttl < 0 || (*ttl > 0 && verb != "block") {
+		return fmt.Errorf("-ttl %v: only a positive duration, only for block", *ttl)
 	}
 	l, err := dataplane.OpenLists(*pinDir)
 	if err != nil {
@@ -127,14 +132,23 @@ func dpList(ctx context.Context, verb string, args []string) error {
 			lists = []dataplane.List{x}
 		}
 		w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(w, "LIST\tPREFIX\tPACKETS\tBYTES")
+		fmt.Fprintln(w, "LIST\tPREFIX\tPACKETS\tBYTES\tEXPIRES")
+		now := time.Now()
 		for _, x := range lists {
 			es, err := l.Entries(x)
 			if err != nil {
 				return err
 			}
 			for _, e := range es {
-				fmt.Fprintf(w, "%s\t%s\t%d\t%d\n", x, e.Prefix, e.Packets, e.Bytes)
+				exp := "never"
+				switch {
+				case e.Expires.IsZero():
+				case e.Expires.After(now):
+					exp = fmt.Sprintf("%s (in %v)", e.Expires.Format(time.RFC3339), e.Expires.Sub(now).Round(time.Second))
+				default:
+					exp = fmt.Sprintf("%s (expired)", e.Expires.Format(time.RFC3339))
+				}
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\n", x, e.Prefix, e.Packets, e.Bytes, exp)
 			}
 		}
 		return w.Flush()
@@ -162,9 +176,16 @@ func dpList(ctx context.Context, verb string, args []string) error {
 			}
 			p = netip.PrefixFrom(addr, addr.BitLen())
 		}
-		if verb == "unblock" {
+		switch {
+		case verb == "unblock":
 			err = l.Remove(list, p)
-		} else {
+		case verb == "block":
+			var expires time.Time
+			if *ttl > 0 {
+				expires = time.Now().Add(*ttl)
+			}
+			err = l.Set(list, p, expires)
+		default:
 			err = l.Add(list, p)
 		}
 		if err != nil {
