@@ -14,7 +14,8 @@ TESTFLAGS ?= -count=1 -p 2 -timeout 25m
 # Debian packages the tests, the demo and the benchmarks use.
 DEBS := make git ca-certificates clang llvm libbpf-dev bpftool \
 	iproute2 iputils-ping ethtool nftables util-linux \
-	dnsmasq-base dnsutils curl openssl tcpdump iperf3 netsniff-ng libndpi-bin
+	dnsmasq-base dnsutils curl openssl tcpdump iperf3 netsniff-ng libndpi-bin \
+	gcc libnetfilter-queue-dev iptables
 
 all: build
 

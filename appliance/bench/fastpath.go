@@ -78,7 +78,8 @@ const (
 	FigOffline  = "offline" // detection engine offline vs ndpiReader (issue 3)
 	FigMemory   = "memory"  // userspace memory per 1M tracked flows (issue 3)
 	FigTTD      = "ttd"     // time-to-detect, offline and live (issue 3)
-	defaultFigs = "tcp,tcp4,tcpwire,pps,livepps,prog,drop,dropskb,ring,offline,memory,ttd"
+	FigNFQ      = "nfq"     // NFQUEUE verdicts/s: C reference, go-nfqueue, enforce/nfq (issue 4)
+	defaultFigs = "tcp,tcp4,tcpwire,pps,livepps,prog,drop,dropskb,ring,offline,memory,ttd,nfq"
 )
 
 // wireFigure reports whether figure f needs the benchmark wire (and its
@@ -266,6 +267,8 @@ type FastpathResult struct {
 	Offline *OfflineResult `json:"offline,omitempty"`
 	Memory  *MemoryResult  `json:"memory,omitempty"`
 	TTD     *TTDResult     `json:"ttd,omitempty"`
+	// NFQUEUE inspection (issue 4).
+	NFQ *NFQResult `json:"nfq,omitempty"`
 }
 
 // tcpFigure and pktFigure describe what each figure measures.
@@ -425,6 +428,11 @@ func Fastpath(ctx context.Context, opts Options) (*FastpathResult, error) {
 		}
 		if err != nil {
 			return nil, err
+		}
+	}
+	if opts.want(FigNFQ) {
+		if res.NFQ, err = b.nfqFigure(ctx); err != nil {
+			return nil, fmt.Errorf("nfq figure: %w", err)
 		}
 	}
 	return res, nil

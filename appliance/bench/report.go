@@ -139,8 +139,10 @@ func (r *FastpathResult) Report(w io.Writer) {
 	r.reportOffline(w)
 	r.reportMemory(w)
 	r.reportTTD(w)
+	r.reportNFQ(w)
 	r.reportTargets(w)
 	r.reportDetectTargets(w)
+	r.reportNFQTarget(w)
 }
 
 func (r *FastpathResult) reportTCP(w io.Writer) {
