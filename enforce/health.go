@@ -2,6 +2,7 @@ package enforce
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,33 @@ type Sample struct {
 	NeverBlockFail  uint64  `json:"never_block_failed"`
 	Drops           uint64  `json:"drops"`            // packets dropped by decisions
 	CollateralDrops uint64  `json:"collateral_drops"` // of them: others' packets to a blocked destination
+	// TCPFailSources: distinct originators of the failed handshakes.
+	TCPFailSources int `json:"tcp_fail_sources"`
+
+	// bySrc: TCP attempts and failures per originator (up to maxSrcs per
+	// second; the rest only in the totals), so that the attackers of
+	// alerts raised later can still be taken out (see excluding).
+	bySrc map[netip.Addr]srcCount
+}
+
+type srcCount struct{ attempts, failed uint64 }
+
+// excluding returns s without the TCP handshakes of the given originators.
+func (s Sample) excluding(sus map[netip.Addr]struct{}) Sample {
+	out := s
+	out.bySrc = nil
+	out.TCPFailSources = 0
+	for a, c := range s.bySrc {
+		if _, ok := sus[a]; ok {
+			out.TCPAttempts -= c.attempts
+			out.TCPFailed -= c.failed
+			continue
+		}
+		if c.failed > 0 {
+			out.TCPFailSources++
+		}
+	}
+	return out
 }
 
 func ratio(n, d uint64) float64 {
@@ -57,6 +85,21 @@ func (s *Sample) add(o *Sample) {
 	s.NeverBlockFail += o.NeverBlockFail
 	s.Drops += o.Drops
 	s.CollateralDrops += o.CollateralDrops
+	for a, c := range o.bySrc {
+		if s.bySrc == nil {
+			s.bySrc = map[netip.Addr]srcCount{}
+		}
+		x := s.bySrc[a]
+		x.attempts += c.attempts
+		x.failed += c.failed
+		s.bySrc[a] = x
+	}
+	s.TCPFailSources = 0
+	for _, c := range s.bySrc {
+		if c.failed > 0 {
+			s.TCPFailSources++
+		}
+	}
 }
 
 // Thresholds decide a breach: a signal breaches when its current value
@@ -65,9 +108,11 @@ func (s *Sample) add(o *Sample) {
 type Thresholds struct {
 	Window time.Duration `json:"window"` // the span judged (default 10s)
 	// TCP: failure ratio above max(2 × baseline, baseline + TCPMargin)
-	// with at least TCPMin attempts in the window.
-	TCPMargin float64 `json:"tcp_margin"`
-	TCPMin    uint64  `json:"tcp_min"`
+	// with at least TCPMin attempts in the window, from at least
+	// TCPMinSources hosts (one host failing is that host's problem).
+	TCPMargin     float64 `json:"tcp_margin"`
+	TCPMin        uint64  `json:"tcp_min"`
+	TCPMinSources int     `json:"tcp_min_sources"`
 	// DNS: failure ratio above baseline + DNSMargin with DNSMin responses.
 	DNSMargin float64 `json:"dns_margin"`
 	DNSMin    uint64  `json:"dns_min"`
@@ -81,7 +126,7 @@ type Thresholds struct {
 }
 
 // DefaultThresholds are used for zero fields.
-var DefaultThresholds = Thresholds{Window: 10 * time.Second, TCPMargin: 0.10, TCPMin: 20, DNSMargin: 0.15, DNSMin: 10,
+var DefaultThresholds = Thresholds{Window: 10 * time.Second, TCPMargin: 0.10, TCPMin: 20, TCPMinSources: 2, DNSMargin: 0.15, DNSMin: 10,
 	NeverBlockMargin: 0.10, NeverBlockMin: 5, CollateralPPS: 20}
 
 func (t *Thresholds) defaults() {
@@ -94,6 +139,9 @@ func (t *Thresholds) defaults() {
 	}
 	if t.TCPMin == 0 {
 		t.TCPMin = d.TCPMin
+	}
+	if t.TCPMinSources == 0 {
+		t.TCPMinSources = d.TCPMinSources
 	}
 	if t.DNSMargin == 0 {
 		t.DNSMargin = d.DNSMargin
@@ -126,13 +174,13 @@ func (b Breach) String() string { return b.Detail }
 // breaches compares cur with base (box-wide signals).
 func (t *Thresholds) breaches(cur, base Sample) []Breach {
 	var out []Breach
-	if cur.TCPAttempts >= t.TCPMin {
+	if cur.TCPAttempts >= t.TCPMin && cur.TCPFailSources >= t.TCPMinSources {
 		c, b := cur.TCPFailRatio(), base.TCPFailRatio()
 		lim := max(2*b, b+t.TCPMargin)
 		if c > lim {
 			out = append(out, Breach{"tcp_failed_handshakes", c, b, lim,
-				fmt.Sprintf("%.0f%% of %d TCP handshakes of allowed traffic failed in the last %s (baseline %.0f%%, limit %.0f%%)",
-					100*c, cur.TCPAttempts, t.Window, 100*b, 100*lim)})
+				fmt.Sprintf("%.0f%% of %d TCP handshakes of allowed traffic from %d hosts failed in the last %s (baseline %.0f%%, limit %.0f%%)",
+					100*c, cur.TCPAttempts, cur.TCPFailSources, t.Window, 100*b, 100*lim)})
 		}
 	}
 	if cur.DNSResponses >= t.DNSMin {
@@ -156,7 +204,12 @@ func (t *Thresholds) breaches(cur, base Sample) []Breach {
 // current one with atomics.
 type bucket struct {
 	tcpAttempts, tcpFailed, dnsResp, dnsFailed, nbFlows, nbFailed atomic.Uint64
+
+	mu    sync.Mutex
+	bySrc map[netip.Addr]srcCount // at most maxSrcs originators
 }
+
+const maxSrcs = 256
 
 // Monitor counts the health signals from the fast path's events. It is an
 // event.Handler: subscribe it to the dataplane.
@@ -170,6 +223,10 @@ type Monitor struct {
 	// the Manager; read on the reader goroutine.
 	blocked    atomic.Pointer[prefixSet]
 	neverBlock atomic.Pointer[prefixSet]
+	// suspects: attackers of recent alerts. Their failures are the attack
+	// (a scan is a burst of failed handshakes), not damage to allowed
+	// traffic.
+	suspects atomic.Pointer[map[netip.Addr]struct{}]
 
 	dns proto.DNSMessage // reused by HandleSnippet (reader goroutine only)
 }
@@ -220,11 +277,32 @@ func (m *Monitor) HandleFlow(f *event.Flow) {
 	if bl := m.blocked.Load(); bl.contains(f.Key.Src) || bl.contains(f.Key.Dst) {
 		return // traffic a decision is meant to stop
 	}
+	if sp := m.suspects.Load(); sp != nil {
+		if _, ok := (*sp)[f.Key.Dst.Unmap()]; ok {
+			return // traffic to a known attacker
+		}
+	}
 	b.tcpAttempts.Add(1)
 	if failed {
 		b.tcpFailed.Add(1)
 	}
+	src := f.Key.Src.Unmap()
+	b.mu.Lock()
+	if b.bySrc == nil {
+		b.bySrc = map[netip.Addr]srcCount{}
+	}
+	if c, ok := b.bySrc[src]; ok || len(b.bySrc) < maxSrcs {
+		c.attempts++
+		if failed {
+			c.failed++
+		}
+		b.bySrc[src] = c
+	}
+	b.mu.Unlock()
 }
+
+// setSuspects sets the attackers of recent alerts.
+func (m *Monitor) setSuspects(s map[netip.Addr]struct{}) { m.suspects.Store(&s) }
 
 // HandleSnippet counts DNS responses and their failures.
 func (m *Monitor) HandleSnippet(s *event.Snippet) {
@@ -251,6 +329,14 @@ func (m *Monitor) tick(now time.Time, drops uint64, collateral map[string]uint64
 	s := Sample{Seconds: 1, TCPAttempts: b.tcpAttempts.Load(), TCPFailed: b.tcpFailed.Load(),
 		DNSResponses: b.dnsResp.Load(), DNSFailed: b.dnsFailed.Load(),
 		NeverBlockFlows: b.nbFlows.Load(), NeverBlockFail: b.nbFailed.Load(), Drops: drops}
+	b.mu.Lock() // a HandleFlow that loaded b before the swap may still add
+	s.bySrc = maps.Clone(b.bySrc)
+	b.mu.Unlock()
+	for _, c := range s.bySrc {
+		if c.failed > 0 {
+			s.TCPFailSources++
+		}
+	}
 	for _, n := range collateral {
 		s.CollateralDrops += n
 	}
@@ -279,8 +365,11 @@ func (m *Monitor) span(from, to time.Time) (Sample, map[string]uint64) {
 	return s, coll
 }
 
-// Recent sums the last d.
+// Recent sums the last d, without the current suspects' handshakes.
 func (m *Monitor) Recent(now time.Time, d time.Duration) Sample {
 	s, _ := m.span(now.Add(-d), now)
+	if sp := m.suspects.Load(); sp != nil {
+		s = s.excluding(*sp)
+	}
 	return s
 }

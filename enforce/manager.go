@@ -69,6 +69,7 @@ type Manager struct {
 	keyOwner   map[string]map[Key]string // backend → dst-side key → policy
 	refused    map[string]uint64         // guardrail refusals by rule
 	inspecting map[netip.Prefix]bool
+	suspects   map[netip.Addr]time.Time // attackers of recent alerts, for the health signals
 
 	alerts      chan *detect.Alert
 	alertsIn    atomic.Uint64
@@ -149,7 +150,7 @@ func New(cfg Config, backends ...Backend) (*Manager, error) {
 	}
 	m := &Manager{cfg: cfg, rec: NewReconciler(backends...), mon: NewMonitor(cfg.BaselineWindow + 2*cfg.Thresholds.Window),
 		audit: audit, guard: guard{g: cfg.Guardrails}, decisions: map[string]*Decision{}, policies: map[string]*policyState{},
-		refused: map[string]uint64{}, inspecting: map[netip.Prefix]bool{}, counters: map[string]map[Key]Counters{},
+		refused: map[string]uint64{}, inspecting: map[netip.Prefix]bool{}, counters: map[string]map[Key]Counters{}, suspects: map[netip.Addr]time.Time{},
 		alerts: make(chan *detect.Alert, 4096), kick: make(chan struct{}, 1)}
 	var nb []netip.Prefix
 	for _, n := range cfg.Guardrails.NeverBlock {
@@ -253,8 +254,18 @@ func (m *Manager) onAlert(a *detect.Alert) {
 	m.persistLocked()
 }
 
+// suspectTTL: how long an alert's attacker stays out of the health
+// signals (its failures are the attack, not damage).
+const suspectTTL = 10 * time.Minute
+
 // evaluateLocked runs every policy on a.
 func (m *Manager) evaluateLocked(a *detect.Alert, now time.Time) []*Decision {
+	if a.Attacker.IsValid() {
+		if _, ok := m.suspects[a.Attacker.Unmap()]; ok || len(m.suspects) < 100000 {
+			m.suspects[a.Attacker.Unmap()] = now
+			m.publishSuspectsLocked()
+		}
+	}
 	var out []*Decision
 	ids := make([]string, 0, len(m.policies))
 	for id := range m.policies {
@@ -388,15 +399,26 @@ func (m *Manager) decideLocked(r DecisionRequest, policy, who string, now time.T
 	return d, true, nil
 }
 
-// applyNowLocked writes fresh decisions into the kernel at once (the
-// periodic pass verifies and repairs).
+// kernelGrace: backends hold an element this much past its decision's
+// expiry, so the kernel never drops it before the Manager lifts it (the
+// Manager removes it explicitly at expiry; without the daemon, the kernel
+// lets it go a second later).
+const kernelGrace = time.Second
+
+// applyNowLocked writes fresh decisions into the kernel at once, without
+// reading the kernel back (the periodic pass verifies and repairs).
 func (m *Manager) applyNowLocked(ds []*Decision, now time.Time) {
 	for _, d := range ds {
 		if d.Action == ActionInspect {
 			m.steerLocked(d, true)
 		}
 	}
-	m.reconcileLocked(now)
+	want, blocked := m.desiredLocked(now)
+	m.mon.setBlocked(blocked)
+	if err := m.rec.Delta(want, now); err != nil {
+		m.applyErrors.Add(1)
+		m.cfg.Logf("%v", err)
+	}
 }
 
 func (m *Manager) steerLocked(d *Decision, on bool) {
@@ -438,8 +460,9 @@ func (m *Manager) desiredLocked(now time.Time) (Desired, []netip.Prefix) {
 			}
 			for _, e := range d.Elements() {
 				k := e.Key()
-				if cur, ok := w[k]; !ok || (!cur.IsZero() && e.Expires.After(cur)) {
-					w[k] = e.Expires
+				exp := e.Expires.Add(kernelGrace)
+				if cur, ok := w[k]; !ok || (!cur.IsZero() && exp.After(cur)) {
+					w[k] = exp
 				}
 				if k.Dir == Dst && d.Policy != "" {
 					owner[name][k] = d.Policy
@@ -461,11 +484,31 @@ func (m *Manager) reconcileLocked(now time.Time) {
 	}
 }
 
+func (m *Manager) suspectSetLocked() map[netip.Addr]struct{} {
+	sus := make(map[netip.Addr]struct{}, len(m.suspects))
+	for a := range m.suspects {
+		sus[a] = struct{}{}
+	}
+	return sus
+}
+
+func (m *Manager) publishSuspectsLocked() { m.mon.setSuspects(m.suspectSetLocked()) }
+
 // tick expires decisions, reconciles, closes a health second and judges
 // the rollouts.
 func (m *Manager) tick(now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	pruned := false
+	for a, t := range m.suspects {
+		if now.Sub(t) > suspectTTL {
+			delete(m.suspects, a)
+			pruned = true
+		}
+	}
+	if pruned {
+		m.publishSuspectsLocked()
+	}
 	for id, d := range m.decisions {
 		if d.Active(now) {
 			continue
@@ -514,6 +557,7 @@ func (m *Manager) dropDeltasLocked() (uint64, map[string]uint64) {
 func (m *Manager) judgeLocked(now time.Time) {
 	th := &m.cfg.Thresholds
 	cur, coll := m.mon.span(now.Add(-th.Window), now)
+	cur = cur.excluding(m.suspectSetLocked())
 	for _, id := range m.policyIDsLocked() {
 		ps := m.policies[id]
 		watching := ps.Stage == StageCanary || (ps.Stage == StageEnforce && now.Sub(ps.EnforcedAt) < time.Duration(ps.P.Watch))
@@ -557,6 +601,7 @@ func (m *Manager) transitionLocked(ps *policyState, to Stage, who, why string, n
 	from := ps.Stage
 	if from == StageAudit && to != StageAudit {
 		b, _ := m.mon.span(now.Add(-m.cfg.BaselineWindow), now)
+		b = b.excluding(m.suspectSetLocked())
 		ps.Baseline = &b
 	}
 	ps.Stage, ps.Since = to, now
@@ -679,6 +724,7 @@ func (m *Manager) CreatePolicy(p Policy, who string) error {
 	ps := newPolicyState(p, now)
 	if ps.Stage != StageAudit {
 		b, _ := m.mon.span(now.Add(-m.cfg.BaselineWindow), now)
+		b = b.excluding(m.suspectSetLocked())
 		ps.Baseline = &b
 	}
 	m.policies[p.ID] = ps

@@ -354,9 +354,42 @@ func TestAutoRollbackHealth(t *testing.T) {
 	// Back to canary by hand after a rollback, then break the network.
 	m.Rollback(p.ID, "test", "")
 	m.Promote(p.ID, StageCanary, "test", "")
+	// One host failing is its own problem.
 	for i := 0; i < 10; i++ {
 		for j := 0; j < 5; j++ {
 			m.Monitor().HandleFlow(flow("s0"))
+		}
+		c.add(time.Second)
+		m.tick(c.t)
+	}
+	if ps := m.Policies()[0]; ps.Stage != StageCanary {
+		t.Fatalf("one failing host rolled the canary back: %+v", ps.LastRollback)
+	}
+	// Nor are the attackers of alerts: their failures are the scans, also
+	// those that came before the alerts did.
+	for i := 0; i < 10; i++ {
+		for j := 0; j < 6; j++ {
+			f := flow("s0")
+			f.Key.Src = netip.AddrFrom4([4]byte{198, 18, 0, byte(98 + j%2)}) // outside the canary subset
+			f.Key.DstPort = uint16(2000 + 6*i + j)
+			m.Monitor().HandleFlow(f)
+		}
+		if i == 0 {
+			m.onAlert(scanAlert("198.18.0.98"))
+			m.onAlert(scanAlert("198.18.0.99"))
+		}
+		c.add(time.Second)
+		m.tick(c.t)
+	}
+	if ps := m.Policies()[0]; ps.Stage != StageCanary {
+		t.Fatalf("the scanner's own failures rolled the canary back: %+v", ps.LastRollback)
+	}
+	// Many hosts failing is the network breaking.
+	for i := 0; i < 10; i++ {
+		for j := 0; j < 5; j++ {
+			f := flow("s0")
+			f.Key.Src = netip.AddrFrom4([4]byte{198, 18, 0, byte(20 + j)})
+			m.Monitor().HandleFlow(f)
 		}
 		c.add(time.Second)
 		m.tick(c.t)
@@ -440,5 +473,44 @@ func TestPolicyValidation(t *testing.T) {
 	}
 	if err := m.Promote("nope", StageEnforce, "t", ""); !errors.Is(err, ErrNotFound) {
 		t.Errorf("promote unknown: %v", err)
+	}
+}
+
+type overlapMem struct{ *memBackend }
+
+func (overlapMem) RejectsOverlaps() bool { return true }
+
+// TestReconcilerVerifyAndOverlaps: between verifications the reconciler
+// trusts what it wrote (an external deletion is seen at the next
+// verification); a backend that rejects overlaps gets no prefix inside a
+// wider one until the wider one goes.
+func TestReconcilerVerifyAndOverlaps(t *testing.T) {
+	c := newClock()
+	nft := overlapMem{newMem("nft", c.now)}
+	r := NewReconciler(nft)
+	r.SetVerifyInterval("nft", 10*time.Second)
+	k := func(p string) Key { return Key{netip.MustParsePrefix(p), Src} }
+	want := Desired{"nft": {k("203.0.113.0/24"): c.t.Add(time.Minute), k("203.0.113.7/32"): c.t.Add(time.Hour), k("198.51.100.1/32"): {}}}
+	if err := r.Pass(want, c.t); err != nil {
+		t.Fatal(err)
+	}
+	if nft.has("203.0.113.7/32", Src) || !nft.has("203.0.113.0/24", Src) || len(nft.els) != 2 {
+		t.Fatalf("kernel %v: the /32 inside the /24 must wait", nft.els)
+	}
+	delete(nft.els, k("198.51.100.1/32")) // behind the reconciler's back
+	c.add(5 * time.Second)
+	r.Pass(want, c.t)
+	if nft.has("198.51.100.1/32", Src) {
+		t.Fatal("a pass between verifications read the kernel")
+	}
+	c.add(5 * time.Second)
+	r.Pass(want, c.t)
+	if st := r.Stats()[0]; !nft.has("198.51.100.1/32", Src) || st.Restored != 1 || st.Ratio != 0.5 {
+		t.Fatalf("verification did not repair: %+v", st)
+	}
+	c.add(time.Minute) // the /24 expires: the /32 takes over
+	r.Pass(want, c.t)
+	if !nft.has("203.0.113.7/32", Src) || nft.has("203.0.113.0/24", Src) {
+		t.Fatalf("after the /24 expired: %v", nft.els)
 	}
 }

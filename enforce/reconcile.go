@@ -46,25 +46,42 @@ type BackendStats struct {
 // Reconciler makes each backend's kernel state equal to the desired
 // elements: it adds what is missing, re-adds what has the wrong expiry
 // and removes everything else, so expiries, restarts and external edits
-// are repaired on the next pass.
+// are repaired. A verifying pass reads the kernel back; between
+// verifications (SetVerifyInterval: reading a large nft set is costly) a
+// pass applies only the difference to what it last wrote.
 type Reconciler struct {
 	mu       sync.Mutex
 	backends []Backend
 	allow    []netip.Prefix
-	allowSet map[string]bool // backends whose allow list is in sync
-	applied  map[string]map[Key]bool
+	allowSet map[string]bool              // backends whose allow list is in sync
+	applied  map[string]map[Key]time.Time // what each backend holds, as last written or read
+	verify   map[string]time.Duration     // minimum time between verifying passes
+	verified map[string]time.Time         // last verifying pass
 	stats    map[string]*BackendStats
 }
 
+// OverlapRejecter is a backend that cannot hold a prefix inside another of
+// the same direction (nft interval sets); the Reconciler leaves out
+// prefixes covered by a wider one until the wider one goes.
+type OverlapRejecter interface{ RejectsOverlaps() bool }
+
 // NewReconciler drives backends (in order: the first is the fastest).
 func NewReconciler(backends ...Backend) *Reconciler {
-	r := &Reconciler{backends: backends, allowSet: map[string]bool{}, applied: map[string]map[Key]bool{},
-		stats: map[string]*BackendStats{}}
+	r := &Reconciler{backends: backends, allowSet: map[string]bool{}, applied: map[string]map[Key]time.Time{},
+		verify: map[string]time.Duration{}, verified: map[string]time.Time{}, stats: map[string]*BackendStats{}}
 	for _, b := range backends {
-		r.applied[b.Name()] = map[Key]bool{}
+		r.applied[b.Name()] = map[Key]time.Time{}
 		r.stats[b.Name()] = &BackendStats{Name: b.Name(), Ratio: 1}
 	}
 	return r
+}
+
+// SetVerifyInterval makes passes on the named backend read the kernel back
+// at most every d (0: every pass).
+func (r *Reconciler) SetVerifyInterval(name string, d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.verify[name] = d
 }
 
 // Backends returns the backend names.
@@ -96,25 +113,39 @@ func (r *Reconciler) Pass(want Desired, now time.Time) error {
 	defer r.mu.Unlock()
 	var errs []error
 	for _, b := range r.backends {
-		if err := r.pass(b, want[b.Name()], now); err != nil {
+		if err := r.pass(b, want[b.Name()], now, true); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	if len(errs) == 0 {
-		return nil
 	}
 	return errors.Join(errs...)
 }
 
-func (r *Reconciler) pass(b Backend, want map[Key]time.Time, now time.Time) error {
+// Delta applies want without reading any kernel state back: the fast path
+// from a fresh decision to the kernel (the next Pass verifies).
+func (r *Reconciler) Delta(want Desired, now time.Time) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for _, b := range r.backends {
+		if err := r.pass(b, want[b.Name()], now, false); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Reconciler) pass(b Backend, want map[Key]time.Time, now time.Time, mayVerify bool) error {
 	name := b.Name()
 	st := r.stats[name]
 	start := time.Now()
-	st.Passes++
+	if mayVerify {
+		st.Passes++
+	}
 	fail := func(err error) error {
 		st.Errors++
 		st.LastError = err.Error()
 		r.allowSet[name] = false
+		r.verified[name] = time.Time{} // verify on the next pass
 		return fmt.Errorf("reconcile %s: %w", name, err)
 	}
 	if !r.allowSet[name] {
@@ -123,27 +154,38 @@ func (r *Reconciler) pass(b Backend, want map[Key]time.Time, now time.Time) erro
 		}
 		r.allowSet[name] = true
 	}
-	have, err := b.Elements()
-	if err != nil {
-		return fail(err)
-	}
-	kernel := make(map[Key]time.Time, len(have))
-	for _, e := range have {
-		if !e.Expires.IsZero() && !e.Expires.After(now) {
-			continue // expired, the kernel just has not collected it
+	live := make(map[Key]time.Time, len(want))
+	for k, exp := range want {
+		if exp.IsZero() || exp.After(now) {
+			live[k] = exp
 		}
-		kernel[e.Key()] = e.Expires
+	}
+	if or, ok := b.(OverlapRejecter); ok && or.RejectsOverlaps() {
+		live = withoutCovered(live)
 	}
 	applied := r.applied[name]
+	verifying := mayVerify && (r.verified[name].IsZero() || now.Sub(r.verified[name]) >= r.verify[name])
+	kernel := applied
+	if verifying {
+		have, err := b.Elements()
+		if err != nil {
+			return fail(err)
+		}
+		kernel = make(map[Key]time.Time, len(have))
+		for _, e := range have {
+			if !e.Expires.IsZero() && !e.Expires.After(now) {
+				continue // expired, the kernel just has not collected it
+			}
+			kernel[e.Key()] = e.Expires
+		}
+	}
 	expected, enforced := 0, 0
 	var add, del []Element
 	var nAdd, nRefresh, nRestore, nRemove, nForeign uint64
-	for k, exp := range want {
-		if !exp.IsZero() && !exp.After(now) {
-			continue
-		}
+	for k, exp := range live {
 		kexp, in := kernel[k]
-		if applied[k] {
+		_, was := applied[k]
+		if was {
 			expected++
 			if in {
 				enforced++
@@ -152,7 +194,7 @@ func (r *Reconciler) pass(b Backend, want map[Key]time.Time, now time.Time) erro
 		switch {
 		case !in:
 			add = append(add, Element{k.Prefix, k.Dir, exp})
-			if applied[k] {
+			if was {
 				nRestore++
 			} else {
 				nAdd++
@@ -163,11 +205,14 @@ func (r *Reconciler) pass(b Backend, want map[Key]time.Time, now time.Time) erro
 		}
 	}
 	for k, kexp := range kernel {
-		if exp, ok := want[k]; ok && (exp.IsZero() || exp.After(now)) {
+		if _, ok := live[k]; ok {
+			continue
+		}
+		if !kexp.IsZero() && !kexp.After(now) {
 			continue
 		}
 		del = append(del, Element{k.Prefix, k.Dir, kexp})
-		if applied[k] {
+		if _, was := applied[k]; was {
 			nRemove++
 		} else {
 			nForeign++
@@ -178,19 +223,16 @@ func (r *Reconciler) pass(b Backend, want map[Key]time.Time, now time.Time) erro
 			return fail(err)
 		}
 	}
-	// The kernel now holds want.
-	clear(applied)
-	for k, exp := range want {
-		if exp.IsZero() || exp.After(now) {
-			applied[k] = true
+	r.applied[name] = live // the kernel now holds live
+	if verifying {
+		st.Expected, st.Enforced = expected, enforced
+		st.Ratio = 1
+		if expected > 0 {
+			st.Ratio = float64(enforced) / float64(expected)
 		}
+		r.verified[name] = now
 	}
-	st.Expected, st.Enforced = expected, enforced
-	st.Ratio = 1
-	if expected > 0 {
-		st.Ratio = float64(enforced) / float64(expected)
-	}
-	st.Desired, st.Kernel = len(applied), len(applied)
+	st.Desired, st.Kernel = len(live), len(live)
 	st.Added += nAdd
 	st.Refreshed += nRefresh
 	st.Restored += nRestore
@@ -200,6 +242,36 @@ func (r *Reconciler) pass(b Backend, want map[Key]time.Time, now time.Time) erro
 	st.LastPass = now
 	st.LastDuration = time.Since(start)
 	return nil
+}
+
+// withoutCovered drops the prefixes that a wider prefix of the same
+// direction covers.
+func withoutCovered(want map[Key]time.Time) map[Key]time.Time {
+	lens := map[Dir]map[int]bool{Src: {}, Dst: {}}
+	for k := range want {
+		lens[k.Dir][k.Prefix.Bits()] = true
+	}
+	out := make(map[Key]time.Time, len(want))
+	for k, exp := range want {
+		covered := false
+		for bits := range lens[k.Dir] {
+			if bits >= k.Prefix.Bits() {
+				continue
+			}
+			wider, err := k.Prefix.Addr().Prefix(bits)
+			if err != nil {
+				continue
+			}
+			if _, ok := want[Key{wider, k.Dir}]; ok {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			out[k] = exp
+		}
+	}
+	return out
 }
 
 func sameExpiry(a, b time.Time) bool {

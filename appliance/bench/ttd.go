@@ -164,9 +164,11 @@ func ttdLive(ctx context.Context, opts Options, res *TTDResult) (err error) {
   "management": {"interface": %q, "listen": %q},
   "dataplane": {"xdp_mode": %q, "bpffs": %q, "pin_dir": %q, "allowlist": [%q, %q]},
   "detect": {"home_nets": ["198.18.0.0/24"]},
+  "enforce": {"state_dir": %q},
   "log": {"flows": false, "alerts": true}
 }
-`, l.Box.Inside, l.Box.Outside, l.Box.Mgmt, listen, res.XDPMode, bpffs, pinDir, l.Host("router").IPv4.String()+"/32", l.Resolver.String()+"/32")
+`, l.Box.Inside, l.Box.Outside, l.Box.Mgmt, listen, res.XDPMode, bpffs, pinDir, l.Host("router").IPv4.String()+"/32", l.Resolver.String()+"/32",
+		filepath.Join(l.Dir, "wardline-state"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return fmt.Errorf("write wardlined config: %w", err)
 	}

@@ -87,9 +87,11 @@ func labDemo(ctx context.Context, args []string) error {
     "allowlist": [%q, %q]
   },
   "detect": {"home_nets": ["198.18.0.0/24", "2001:db8:18::/64"]},
+  "enforce": {"state_dir": %q},
   "log": {"flows": true}
 }
-`, l.Box.Inside, l.Box.Outside, l.Box.Mgmt, listen, *mode, bpffs, pinDir, l.Host("router").IPv4.String()+"/32", l.Resolver.String()+"/32")
+`, l.Box.Inside, l.Box.Outside, l.Box.Mgmt, listen, *mode, bpffs, pinDir, l.Host("router").IPv4.String()+"/32", l.Resolver.String()+"/32",
+		filepath.Join(l.Dir, "wardline-state"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}

@@ -95,6 +95,11 @@ func (r *raw) validateEnforce(c *Config) []error {
 			e.NeverBlock = append(e.NeverBlock, enforce.NamedPrefix{Prefix: p, Name: "management listener"})
 		}
 	}
+	for _, p := range c.Dataplane.Allowlist {
+		if !containsPrefix(e.NeverBlock, p) {
+			e.NeverBlock = append(e.NeverBlock, enforce.NamedPrefix{Prefix: p, Name: "dataplane allowlist"})
+		}
+	}
 	x := r.Enforce
 	if x == nil {
 		e.TokenFile = e.StateDir + "/api-token"

@@ -22,6 +22,8 @@ import (
 	"github.com/wardline/wardline/dataplane/event"
 	"github.com/wardline/wardline/detect/engine"
 	"github.com/wardline/wardline/detect/eve"
+	"github.com/wardline/wardline/enforce"
+	"github.com/wardline/wardline/enforce/nftset"
 	"github.com/wardline/wardline/mgmt"
 )
 
@@ -53,6 +55,10 @@ type Daemon struct {
 	eve     *eve.Writer
 	eveFile *os.File
 	alerts  *recentAlerts
+
+	enf   *enforce.Manager
+	nft   *nftset.Backend
+	token string
 
 	mu      sync.Mutex
 	attach  []dataplane.Attachment
@@ -105,17 +111,9 @@ func (d *Daemon) setup() error {
 	if d.dp, err = dataplane.Load(o); err != nil {
 		return err
 	}
-	lists := d.dp.Lists()
-	for _, p := range c.Dataplane.Allowlist {
-		if err := lists.Add(dataplane.Allow, p); err != nil {
-			return err
-		}
-	}
-	for _, b := range c.Dataplane.Blocklist {
-		if err := lists.Add(b.List, b.Prefix); err != nil {
-			return err
-		}
-	}
+	// The allow and block lists are the enforcement layer's to reconcile
+	// (setupEnforce): the static entries of the configuration, the
+	// never-block guardrail and the decisions in force.
 	if _, err := d.dp.PrunePinnedLinks([]string{c.Bridge.Inside, c.Bridge.Outside}); err != nil {
 		return err
 	}
@@ -133,7 +131,12 @@ func (d *Daemon) setup() error {
 	if d.rd, err = d.dp.NewReader(); err != nil {
 		return err
 	}
+	if err := d.setupEnforce(); err != nil {
+		d.rd.Close()
+		return err
+	}
 	if err := d.setupDetect(); err != nil {
+		d.closeEnforce()
 		d.rd.Close()
 		return err
 	}
@@ -148,9 +151,13 @@ func (d *Daemon) setup() error {
 		Flows:     func(n int) any { return d.RecentFlows(n) },
 		Alerts:    func(n int) any { return d.alerts.last(n) },
 		Incidents: func() any { return d.eng.Incidents() },
+		Enforcer:  d.enf,
+		Token:     func() string { return d.token },
 		Logf:      d.opts.Logf,
 	})
 	if err != nil {
+		d.closeEnforce()
+		d.closeDetect()
 		d.rd.Close()
 		return err
 	}
@@ -183,6 +190,11 @@ func (d *Daemon) run(ctx context.Context) error {
 		defer wg.Done()
 		d.housekeeping(ctx)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.runEnforce(ctx)
+	}()
 	mgmtErr := make(chan error, 1)
 	wg.Add(1)
 	go func() {
@@ -204,6 +216,7 @@ func (d *Daemon) run(ctx context.Context) error {
 	d.rd.Close()
 	wg.Wait()
 	d.closeDetect()
+	d.closeEnforce()
 	d.logf("wardlined stopped; the XDP fast path stays attached and pinned in %s (traffic keeps flowing)", d.cfg.Dataplane.PinDir)
 	if errors.Is(err, context.Canceled) {
 		err = nil

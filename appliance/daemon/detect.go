@@ -62,6 +62,7 @@ func (d *Daemon) setupDetect() error {
 // onAlert runs on the reader goroutine for every alert the engine emits.
 func (d *Daemon) onAlert(a *detect.Alert) {
 	d.alerts.add(a)
+	d.onAlertEnforce(a)
 	if d.cfg.Log.Alerts {
 		victims := make([]string, len(a.Victims))
 		for i, v := range a.Victims {

@@ -58,15 +58,19 @@ type box struct {
 	l      *lab.Lab
 	pinDir string
 	cfg    string
+	state  string // enforcement state directory (api-token, state.json, audit.log)
 	mgmt   *mgmt.Client
 }
 
-func newBox(t *testing.T, mode dataplane.Mode) *box {
+func newBox(t *testing.T, mode dataplane.Mode) *box { return newBoxN(t, mode, 0) }
+
+// newBoxN builds a lab with clients office clients (0: the default).
+func newBoxN(t *testing.T, mode dataplane.Mode, clients int) *box {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root for network namespaces and XDP (CI runs as root)")
 	}
-	l := lab.ForTest(t, lab.Config{NoBoxBridge: true})
+	l := lab.ForTest(t, lab.Config{NoBoxBridge: true, Clients: clients})
 	// The bpffs is mounted here, in the test's mount namespace, before the
 	// daemon starts: `ip netns exec` gives the daemon a private copy of the
 	// mount table, and pins on a bpffs mounted only there would vanish
@@ -76,7 +80,7 @@ func newBox(t *testing.T, mode dataplane.Mode) *box {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
-	b := &box{l: l, pinDir: filepath.Join(bpffs, "wardline"), cfg: filepath.Join(t.TempDir(), "wardlined.json")}
+	b := &box{l: l, pinDir: filepath.Join(bpffs, "wardline"), cfg: filepath.Join(t.TempDir(), "wardlined.json"), state: t.TempDir()}
 	listen := netip.AddrPortFrom(l.Box.MgmtAddr, 9100)
 	cfg := fmt.Sprintf(`{
   "bridge": {"name": "br0", "inside": %q, "outside": %q},
@@ -84,8 +88,9 @@ func newBox(t *testing.T, mode dataplane.Mode) *box {
   "dataplane": {"xdp_mode": %q, "bpffs": %q, "pin_dir": %q,
     "idle_timeout": "2s", "close_timeout": "1s", "sweep_interval": "200ms",
     "allowlist": [%q]},
+  "enforce": {"state_dir": %q},
   "log": {"flows": true}
-}`, l.Box.Inside, l.Box.Outside, l.Box.Mgmt, listen, mode, bpffs, b.pinDir, l.Host("router").IPv4.String()+"/32")
+}`, l.Box.Inside, l.Box.Outside, l.Box.Mgmt, listen, mode, bpffs, b.pinDir, l.Host("router").IPv4.String()+"/32", b.state)
 	if err := os.WriteFile(b.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +110,11 @@ func (b *box) start(t *testing.T) *lab.Process {
 	for {
 		h, err := b.mgmt.Health(context.Background())
 		if err == nil && h.Healthy {
+			tok, err := os.ReadFile(filepath.Join(b.state, "api-token"))
+			if err != nil {
+				t.Fatalf("API token: %v", err)
+			}
+			b.mgmt.Token = strings.TrimSpace(string(tok))
 			return p
 		}
 		if time.Now().After(deadline) || !p.Alive() {
@@ -238,18 +248,21 @@ func TestDaemonLifecycle(t *testing.T) {
 		}
 	}
 
-	// Block client2 through the pinned list, as the enforcement layer and
-	// `wardline dp block` do.
+	// Block client2 through the enforcement API (a manual decision; the
+	// reconciler writes it into the XDP blocklist).
+	if _, err := b.mgmt.AddDecision(context.Background(), mgmt.DecisionBody{Target: c2.String(), TTL: "10m", Reason: "lab test"}); err != nil {
+		t.Fatal(err)
+	}
 	lists, err := dataplane.OpenLists(b.pinDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lists.Close()
-	if err := lists.Add(dataplane.BlockSrc, netip.PrefixFrom(c2, 32)); err != nil {
-		t.Fatal(err)
+	if e, err := lists.Get(dataplane.BlockSrc, netip.PrefixFrom(c2, 32)); err != nil || time.Until(e.Expires) < 9*time.Minute {
+		t.Fatalf("the decision is not in the pinned blocklist with its expiry: %+v %v", e, err)
 	}
 	if b.ping(t, "client2", web) == nil {
-		t.Fatal("blocklisted client2 still reaches web")
+		t.Fatal("blocked client2 still reaches web")
 	}
 
 	// SIGKILL: forwarding and blocking go on without the daemon.

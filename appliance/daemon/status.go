@@ -245,6 +245,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeBy
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	d := c.d
+	c.collectEnforce(ch)
 	for _, a := range d.attachments() {
 		ch <- prometheus.MustNewConstMetric(descAttached, prometheus.GaugeValue, 1, a.Ifname, a.Role.String(), string(a.Mode))
 	}

@@ -16,13 +16,12 @@ import (
 
 	"github.com/wardline/wardline/appliance/config"
 	"github.com/wardline/wardline/appliance/daemon"
-	"github.com/wardline/wardline/dataplane"
 )
 
 var (
 	configPath = flag.String("config", "/perm/wardline/wardlined.json", "configuration file")
 	check      = flag.Bool("check", false, "validate the configuration and exit")
-	uninstall  = flag.Bool("uninstall", false, "detach the fast path, remove its pins and exit (the bridge stays)")
+	uninstall  = flag.Bool("uninstall", false, "detach the fast path, remove its pins and the nft table, and exit (the bridge, state and audit log stay)")
 )
 
 func logic() error {
@@ -35,11 +34,7 @@ func logic() error {
 		return nil
 	}
 	if *uninstall {
-		if err := dataplane.Unpin(cfg.Dataplane.PinDir); err != nil {
-			return err
-		}
-		log.Printf("removed pins in %s; XDP programs detached", cfg.Dataplane.PinDir)
-		return nil
+		return daemon.Uninstall(cfg, log.Printf)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
