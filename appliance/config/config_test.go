@@ -45,8 +45,11 @@ func TestReferenceConfig(t *testing.T) {
 	if len(e.NeverBlock) != 3 || e.NeverBlock[0].Name != "management address" || e.NeverBlock[2].Prefix != netip.MustParsePrefix("198.18.0.53/32") {
 		t.Errorf("never_block %+v", e.NeverBlock)
 	}
-	if len(e.Policies) != 3 || e.Policies[0].Dwell != enforce.Duration(30*time.Minute) || e.Policies[1].Scope != enforce.ScopeAll ||
-		e.Policies[2].Target != "victim" || len(e.Groups["office-clients"]) != 1 || !e.NFT || e.Thresholds.CollateralPPS != 20 ||
+	if in := e.Inspection; in == nil || len(in.Rules) != 2 || string(in.Rules[0].Content) != "/c2/beacon" || in.Rules[0].DstPort != 80 || !in.Rules[1].NoCase {
+		t.Errorf("inspection %+v", e.Inspection)
+	}
+	if len(e.Policies) != 4 || e.Policies[0].Dwell != enforce.Duration(30*time.Minute) || e.Policies[1].Scope != enforce.ScopeAll ||
+		e.Policies[3].Target != "victim" || len(e.Groups["office-clients"]) != 1 || !e.NFT || e.Thresholds.CollateralPPS != 20 ||
 		e.Guardrails.MaxTTL != 168*time.Hour || e.TokenFile != "/perm/wardline/api-token" {
 		t.Errorf("enforce %+v", e)
 	}
@@ -96,11 +99,13 @@ func TestBadConfigs(t *testing.T) {
 		{"bad enforce", strings.Replace(ok, `"dataplane":`, `"enforce": {"state_dir": "perm", "never_block": [{"prefix": "198.18.0.300"}],
 "groups": {"g": ["10.0.0.0/40"]}, "guardrails": {"max_active": 0, "max_ttl": "forever"}, "health": {"tcp_margin": 2},
 "policies": [{"id": "p", "action": "block", "ttl": "1h", "match": {"types": ["portscan"]}}, {"id": "q", "action": "block", "ttl": "1h", "colour": "red"},
-{"id": "r", "action": "block", "ttl": "1h"}, {"id": "r", "action": "alert"}]}, "dataplane":`, 1),
+{"id": "r", "action": "block", "ttl": "1h"}, {"id": "r", "action": "alert"}],
+"inspection": {"queue": 70000, "rules": [{"name": "a", "content": "x", "content_hex": "78", "action": "drop"}, {"name": "b", "content": "y", "proto": "icmp", "action": "reject"}]}}, "dataplane":`, 1),
 			[]string{"enforce.state_dir", "enforce.never_block[0].prefix", "enforce.never_block[0].name", "enforce.groups.g[0]",
 				"enforce.guardrails.max_active", "enforce.guardrails.max_ttl", "enforce.health.tcp_margin",
 				`enforce.policies[0]: policy "p": match.types[0]: unknown alert type "portscan"`, `enforce.policies[1]: unknown field "colour"`,
-				`enforce.policies[3].id: "r" is used twice`}},
+				`enforce.policies[3].id: "r" is used twice`, "enforce.inspection.queue", "enforce.inspection.rules[0]: content and content_hex",
+				`enforce.inspection.rules[1].proto: "icmp"`, `enforce.inspection.rules[1].action: "reject"`}},
 		{"pin outside bpffs", strings.Replace(ok, `"generic"`, `"generic", "pin_dir": "/tmp/pins"`, 1), []string{"dataplane.pin_dir", "below the bpffs"}},
 	}
 	for _, tc := range tests {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wardline/wardline/enforce"
+	"github.com/wardline/wardline/enforce/nfq"
 )
 
 // Enforce configures the enforcement layer.
@@ -34,6 +36,15 @@ type Enforce struct {
 	NFT      bool
 	NFTTable string
 	Policies []enforce.Policy
+	// Inspection: NFQUEUE deep inspection of the traffic of "inspect"
+	// decisions (nil: not configured, inspect decisions are refused).
+	Inspection *Inspection
+}
+
+// Inspection configures the NFQUEUE inspector.
+type Inspection struct {
+	Queue uint16
+	Rules []nfq.Rule
 }
 
 // Defaults of the enforce section.
@@ -72,7 +83,21 @@ type rawEnforce struct {
 		Enabled *bool  `json:"enabled"`
 		Table   string `json:"table"`
 	} `json:"nft"`
-	Policies []json.RawMessage `json:"policies"`
+	Policies   []json.RawMessage `json:"policies"`
+	Inspection *struct {
+		Queue *int `json:"queue"`
+		Rules []struct {
+			Name       string `json:"name"`
+			Content    string `json:"content"`
+			ContentHex string `json:"content_hex"`
+			NoCase     bool   `json:"nocase"`
+			Offset     int    `json:"offset"`
+			Depth      int    `json:"depth"`
+			Proto      string `json:"proto"`
+			DstPort    int    `json:"dst_port"`
+			Action     string `json:"action"`
+		} `json:"rules"`
+	} `json:"inspection"`
 }
 
 func (r *raw) validateEnforce(c *Config) []error {
@@ -95,11 +120,15 @@ func (r *raw) validateEnforce(c *Config) []error {
 			e.NeverBlock = append(e.NeverBlock, enforce.NamedPrefix{Prefix: p, Name: "management listener"})
 		}
 	}
-	for _, p := range c.Dataplane.Allowlist {
-		if !containsPrefix(e.NeverBlock, p) {
-			e.NeverBlock = append(e.NeverBlock, enforce.NamedPrefix{Prefix: p, Name: "dataplane allowlist"})
+	// The dataplane's allowlist is never blocked either (after the
+	// configured entries, which name their reason).
+	defer func() {
+		for _, p := range c.Dataplane.Allowlist {
+			if !containsPrefix(e.NeverBlock, p) {
+				e.NeverBlock = append(e.NeverBlock, enforce.NamedPrefix{Prefix: p, Name: "dataplane allowlist"})
+			}
 		}
-	}
+	}()
 	x := r.Enforce
 	if x == nil {
 		e.TokenFile = e.StateDir + "/api-token"
@@ -212,6 +241,58 @@ func (r *raw) validateEnforce(c *Config) []error {
 			e.NFT = *n.Enabled
 		}
 		e.NFTTable = orDefault(n.Table, DefaultNFTTable)
+	}
+	if in := x.Inspection; in != nil {
+		e.Inspection = &Inspection{}
+		if in.Queue != nil {
+			if *in.Queue < 0 || *in.Queue > 65535 {
+				fail("enforce.inspection.queue", "%d is out of range [0, 65535]", *in.Queue)
+			} else {
+				e.Inspection.Queue = uint16(*in.Queue)
+			}
+		}
+		for i, r := range in.Rules {
+			f := fmt.Sprintf("enforce.inspection.rules[%d]", i)
+			nr := nfq.Rule{Name: r.Name, NoCase: r.NoCase, Offset: r.Offset, Depth: r.Depth}
+			switch {
+			case r.Content != "" && r.ContentHex != "":
+				fail(f, "content and content_hex: give one")
+			case r.ContentHex != "":
+				b, err := hex.DecodeString(r.ContentHex)
+				if err != nil {
+					fail(f+".content_hex", "%v", err)
+				}
+				nr.Content = b
+			default:
+				nr.Content = []byte(r.Content)
+			}
+			switch r.Proto {
+			case "":
+			case "tcp":
+				nr.Proto = nfq.ProtoTCP
+			case "udp":
+				nr.Proto = nfq.ProtoUDP
+			default:
+				fail(f+".proto", "%q: must be tcp or udp", r.Proto)
+			}
+			if r.DstPort < 0 || r.DstPort > 65535 {
+				fail(f+".dst_port", "%d is out of range", r.DstPort)
+			} else {
+				nr.DstPort = uint16(r.DstPort)
+			}
+			switch r.Action {
+			case "drop":
+				nr.Action = nfq.Drop
+			case "accept":
+				nr.Action = nfq.Accept
+			default:
+				fail(f+".action", "%q: must be drop or accept", r.Action)
+			}
+			e.Inspection.Rules = append(e.Inspection.Rules, nr)
+		}
+		if _, err := nfq.Compile(e.Inspection.Rules); err != nil {
+			fail("enforce.inspection.rules", "%v", err)
+		}
 	}
 	seen := map[string]bool{}
 	for i, raw := range x.Policies {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/wardline/wardline/detect/engine"
 	"github.com/wardline/wardline/detect/eve"
 	"github.com/wardline/wardline/enforce"
+	"github.com/wardline/wardline/enforce/nfq"
 	"github.com/wardline/wardline/enforce/nftset"
 	"github.com/wardline/wardline/mgmt"
 )
@@ -60,6 +62,11 @@ type Daemon struct {
 	nft   *nftset.Backend
 	token string
 
+	insp      *nfq.Inspector
+	steerMu   sync.Mutex
+	steering  *nfq.Steering
+	inspected map[netip.Prefix]bool
+
 	mu      sync.Mutex
 	attach  []dataplane.Attachment
 	readErr error
@@ -72,7 +79,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		opts.Logf = func(string, ...any) {}
 	}
 	d := &Daemon{cfg: cfg, opts: opts, started: time.Now(), flows: newRecentFlows(1024),
-		ports: map[uint32]string{}, flowLog: newRateLimiter(50, time.Second), alerts: newRecentAlerts(512)}
+		ports: map[uint32]string{}, flowLog: newRateLimiter(50, time.Second), alerts: newRecentAlerts(512), inspected: map[netip.Prefix]bool{}}
 	if err := d.setup(); err != nil {
 		if d.dp != nil {
 			d.dp.Close()

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/wardline/wardline/dataplane"
 	"github.com/wardline/wardline/detect"
 	"github.com/wardline/wardline/enforce"
+	"github.com/wardline/wardline/enforce/nfq"
 	"github.com/wardline/wardline/enforce/nftset"
 	"github.com/wardline/wardline/enforce/xdpset"
 )
@@ -51,15 +53,30 @@ func (d *Daemon) setupEnforce() error {
 		}
 		static = append(static, enforce.Element{Prefix: b.Prefix, Dir: dir})
 	}
+	var inspect func(netip.Prefix, time.Time, bool) error
+	if in := c.Inspection; in != nil {
+		insp, err := nfq.New(nfq.Config{Queue: in.Queue, Rules: in.Rules, Logf: d.opts.Logf})
+		if err != nil {
+			if d.nft != nil {
+				d.nft.Close()
+			}
+			return fmt.Errorf("NFQUEUE inspection: %w", err)
+		}
+		d.insp = insp
+		inspect = d.steer
+	}
 	m, err := enforce.New(enforce.Config{HomeNets: d.cfg.Detect.HomeNets, Groups: c.Groups, Guardrails: enforce.Guardrails{
 		NeverBlock: c.NeverBlock, MaxNewPerMinute: c.Guardrails.MaxNewPerMinute, MaxActive: c.Guardrails.MaxActive,
 		MaxTTL: c.Guardrails.MaxTTL, MinPrefix4: c.Guardrails.MinPrefix4, MinPrefix6: c.Guardrails.MinPrefix6},
 		Thresholds: c.Thresholds, Static: static, Allow: d.cfg.Dataplane.Allowlist, Policies: c.Policies,
 		StatePath: filepath.Join(c.StateDir, "state.json"), AuditPath: filepath.Join(c.StateDir, "audit.log"),
-		BaselineWindow: c.BaselineWindow, Logf: d.opts.Logf}, backends...)
+		BaselineWindow: c.BaselineWindow, Inspect: inspect, Logf: d.opts.Logf}, backends...)
 	if err != nil {
 		if d.nft != nil {
 			d.nft.Close()
+		}
+		if d.insp != nil {
+			d.insp.Close()
 		}
 		return err
 	}
@@ -71,8 +88,15 @@ func (d *Daemon) setupEnforce() error {
 	return nil
 }
 
-// runEnforce drives the Manager until ctx ends.
+// runEnforce drives the Manager (and the inspector) until ctx ends.
 func (d *Daemon) runEnforce(ctx context.Context) {
+	if d.insp != nil {
+		go func() {
+			if err := d.insp.Run(ctx); err != nil {
+				d.logf("NFQUEUE inspector stopped: %v (steered traffic passes uninspected: bypass)", err)
+			}
+		}()
+	}
 	if err := d.enf.Run(ctx); err != nil {
 		d.logf("enforcement: %v", err)
 	}
@@ -85,6 +109,53 @@ func (d *Daemon) closeEnforce() {
 	if d.nft != nil {
 		d.nft.Close() // the table and its elements stay until their timeouts
 	}
+	if d.insp != nil {
+		d.insp.Close()
+	}
+	d.steerMu.Lock()
+	if d.steering != nil {
+		d.steering.Close() // steering off: bridge-nf-call back to 0
+		d.steering = nil
+	}
+	d.steerMu.Unlock()
+}
+
+// steer sends a target's traffic (both directions) to the inspector, or
+// stops. Steering (br_netfilter on the box's bridge) is on only while some
+// target is inspected.
+func (d *Daemon) steer(p netip.Prefix, expires time.Time, on bool) error {
+	d.steerMu.Lock()
+	defer d.steerMu.Unlock()
+	if on {
+		if d.steering == nil {
+			s, err := nfq.Steer(nfq.SteerConfig{Queue: d.cfg.Enforce.Inspection.Queue})
+			if err != nil {
+				return err
+			}
+			d.steering = s
+			d.logf("inspection: steering on (queue %d)", d.cfg.Enforce.Inspection.Queue)
+		}
+		ttl := time.Until(expires) + time.Second
+		if err := d.steering.Add(nfq.Element{Prefix: p, Dir: nfq.Src, TTL: ttl}, nfq.Element{Prefix: p, Dir: nfq.Dst, TTL: ttl}); err != nil {
+			return err
+		}
+		d.inspected[p] = true
+		return nil
+	}
+	if d.steering == nil {
+		return nil
+	}
+	if err := d.steering.Remove(nfq.Element{Prefix: p, Dir: nfq.Src}, nfq.Element{Prefix: p, Dir: nfq.Dst}); err != nil {
+		return err
+	}
+	delete(d.inspected, p)
+	if len(d.inspected) == 0 {
+		err := d.steering.Close()
+		d.steering = nil
+		d.logf("inspection: steering off")
+		return err
+	}
+	return nil
 }
 
 // onAlertEnforce hands an alert to the policies (never blocks).
@@ -133,6 +204,8 @@ var (
 	descEnfMatches  = prometheus.NewDesc("wardline_enforce_policy_matches_total", "Alerts that matched a policy.", []string{"policy"}, nil)
 	descEnfRefused  = prometheus.NewDesc("wardline_enforce_guardrail_refused_total", "Decisions refused by a guardrail.", []string{"rule"}, nil)
 	descEnfAlerts   = prometheus.NewDesc("wardline_enforce_alerts_total", "Alerts handed to the policies, and those lost because the queue was full.", []string{"outcome"}, nil)
+	descNFQ         = prometheus.NewDesc("wardline_nfq_verdicts_total", "NFQUEUE inspector verdicts, by rule (\"\" : no rule matched).", []string{"rule", "action"}, nil)
+	descNFQErr      = prometheus.NewDesc("wardline_nfq_events_total", "NFQUEUE inspector counters: received, errors, missed, overruns, truncated; kernel queue_dropped and user_dropped.", []string{"what"}, nil)
 	descEnfRollback = prometheus.NewDesc("wardline_enforce_rollbacks_total", "Policies rolled back (last rollback per policy counts once per stage change).", []string{"policy"}, nil)
 )
 
@@ -171,6 +244,20 @@ func (c *collector) collectEnforce(ch chan<- prometheus.Metric) {
 	}
 	for k, v := range s.Refused {
 		ch <- prometheus.MustNewConstMetric(descEnfRefused, prometheus.CounterValue, float64(v), k)
+	}
+	if in := c.d.insp; in != nil {
+		st, err := in.Stats() // with the kernel's queue counters
+		if err != nil {
+			st = in.Counters()
+		}
+		ch <- prometheus.MustNewConstMetric(descNFQ, prometheus.CounterValue, float64(st.Default), "", "accept")
+		for _, r := range st.Rules {
+			ch <- prometheus.MustNewConstMetric(descNFQ, prometheus.CounterValue, float64(r.Matches), r.Name, r.Action.String())
+		}
+		for k, v := range map[string]uint64{"received": st.Received, "errors": st.Errors, "missed": st.Missed, "overruns": st.Overruns,
+			"truncated": st.Truncated, "kernel_queue_dropped": uint64(st.Kernel.QueueDropped), "kernel_user_dropped": uint64(st.Kernel.UserDropped)} {
+			ch <- prometheus.MustNewConstMetric(descNFQErr, prometheus.CounterValue, float64(v), k)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(descEnfAlerts, prometheus.CounterValue, float64(s.AlertsIn), "in")
 	ch <- prometheus.MustNewConstMetric(descEnfAlerts, prometheus.CounterValue, float64(s.AlertsLost), "lost")

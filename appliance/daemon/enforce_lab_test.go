@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -257,5 +258,65 @@ func TestEnforceAutoRollback(t *testing.T) {
 	}
 	if b.decisionFor(t, web) != nil {
 		t.Error("the rolled-back policy's decision is still in force")
+	}
+}
+
+// TestEnforceInspectLive: an inspect decision steers a client's traffic
+// through NFQUEUE; the payload rule drops its request for a C2 URI while
+// its other requests pass; lifting the decision turns steering off.
+func TestEnforceInspectLive(t *testing.T) {
+	b := newBoxN(t, dataplane.ModeGeneric, 2)
+	web := b.l.Host("web").IPv4
+	b.enforceConfig(t, `"inspection": {"queue": 3, "rules": [{"name": "c2-uri", "content": "/c2/beacon", "proto": "tcp", "dst_port": 80, "action": "drop"}]}`)
+	b.start(t)
+	ctx := context.Background()
+	curl := func(host, path string) error {
+		_, err := b.l.Host(host).Run(ctx, "curl", "-sS", "-m", "3", "-o", "/dev/null", "http://"+web.String()+path)
+		return err
+	}
+	sysctl := func() string {
+		out, _ := b.l.Host("box").Run(ctx, "sysctl", "-n", "net.bridge.bridge-nf-call-iptables")
+		return strings.TrimSpace(out)
+	}
+	if err := curl("client1", "/c2/beacon"); err != nil {
+		t.Fatalf("before inspection: %v", err)
+	}
+	d, err := b.mgmt.AddDecision(ctx, mgmt.DecisionBody{Action: "inspect", Target: b.l.Host("client1").IPv4.String(), TTL: "10m", Reason: "lab: inspect"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := sysctl(); v != "1" {
+		t.Errorf("bridge-nf-call-iptables %q while inspecting, want 1", v)
+	}
+	if err := curl("client1", "/c2/beacon"); err == nil {
+		t.Error("the C2 request of the inspected client got through")
+	}
+	if err := curl("client1", "/"); err != nil {
+		t.Errorf("an ordinary request of the inspected client failed: %v", err)
+	}
+	if err := curl("client2", "/c2/beacon"); err != nil {
+		t.Errorf("a client that is not inspected was affected: %v", err)
+	}
+	resp, err := b.mgmt.HTTP.Get("http://" + b.l.Box.MgmtAddr.String() + ":9100/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf strings.Builder
+	io.Copy(&buf, resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(buf.String(), `wardline_nfq_verdicts_total{action="drop",rule="c2-uri"}`) {
+		t.Errorf("metrics lack the rule's verdicts")
+	}
+	if strings.Contains(buf.String(), `wardline_nfq_verdicts_total{action="drop",rule="c2-uri"} 0`) {
+		t.Errorf("the rule's drop was not counted")
+	}
+	if err := b.mgmt.RemoveDecision(ctx, d.ID, "done"); err != nil {
+		t.Fatal(err)
+	}
+	if v := sysctl(); v != "0" {
+		t.Errorf("bridge-nf-call-iptables %q after the last inspection ended, want 0", v)
+	}
+	if err := curl("client1", "/c2/beacon"); err != nil {
+		t.Errorf("after the decision was lifted: %v", err)
 	}
 }
