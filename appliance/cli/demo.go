@@ -22,8 +22,10 @@ import (
 )
 
 // labDemo is `make demo`: a lab with wardlined inline, traffic from the
-// office, the flows the box saw, a blocked host, and the fail-open promise
-// (kill the daemon: traffic flows, the block holds).
+// office, a live scan alert, a blocking policy rolled out from audit
+// (would-block only) to canary (the scanner in its subset is blocked in
+// XDP), the flows the box saw, and the fail-open promise (kill the
+// daemon: traffic flows, the block holds).
 func labDemo(ctx context.Context, args []string) error {
 	fs := flags("lab demo")
 	keep := fs.Bool("keep", false, "leave the lab and the daemon running at the end")
@@ -78,6 +80,7 @@ func labDemo(ctx context.Context, args []string) error {
 	pinDir := filepath.Join(bpffs, "wardline")
 	listen := netip.AddrPortFrom(l.Box.MgmtAddr, 9100)
 	cfgPath := filepath.Join(l.Dir, "wardlined.json")
+	stateDir := filepath.Join(l.Dir, "wardline-state")
 	cfg := fmt.Sprintf(`{
   "bridge": {"name": "br0", "inside": %q, "outside": %q},
   "management": {"interface": %q, "listen": %q},
@@ -87,11 +90,16 @@ func labDemo(ctx context.Context, args []string) error {
     "allowlist": [%q, %q]
   },
   "detect": {"home_nets": ["198.18.0.0/24", "2001:db8:18::/64"]},
-  "enforce": {"state_dir": %q},
+  "enforce": {
+    "state_dir": %q,
+    "groups": {"canary-hosts": [%q]},
+    "policies": [{"id": "block-scanners", "match": {"types": ["port_scan"], "min_risk": 50},
+      "action": "block", "ttl": "10m", "canary": {"group": "canary-hosts"}}]
+  },
   "log": {"flows": true}
 }
 `, l.Box.Inside, l.Box.Outside, l.Box.Mgmt, listen, *mode, bpffs, pinDir, l.Host("router").IPv4.String()+"/32", l.Resolver.String()+"/32",
-		filepath.Join(l.Dir, "wardline-state"))
+		stateDir, l.Host("client3").IPv4.String()+"/32")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}
@@ -130,55 +138,99 @@ func labDemo(ctx context.Context, args []string) error {
 	run(c1, "curl", "-sS", "-6", "-o", "/dev/null", "-w", "HTTP over IPv6 %{http_code}", fmt.Sprintf("http://[%s]/", web.IPv6))
 	run(c3, "ping", "-c", "2", "-i", "0.2", c2host.IPv4.String())
 
-	step("client3 scans %s; the detection engine in wardlined sees it live", web.IPv4)
-	fmt.Printf("  client3$ (connect scan of 100 ports)\n")
-	c3.Do(func() error {
-		for p := 2000; p < 2100; p++ {
-			if c, err := net.DialTimeout("tcp", netip.AddrPortFrom(web.IPv4, uint16(p)).String(), 500*time.Millisecond); err == nil {
-				c.Close()
+	tok, err := os.ReadFile(filepath.Join(stateDir, "api-token"))
+	if err != nil {
+		return fmt.Errorf("enforcement API token: %w", err)
+	}
+	client.Token, client.User = strings.TrimSpace(string(tok)), "demo"
+	scan := func(h *lab.Host) error {
+		fmt.Printf("  %s$ (connect scan of 100 ports of %s)\n", h.Role, web.IPv4)
+		h.Do(func() error {
+			for p := 2000; p < 2100; p++ {
+				if c, err := net.DialTimeout("tcp", netip.AddrPortFrom(web.IPv4, uint16(p)).String(), 300*time.Millisecond); err == nil {
+					c.Close()
+				}
+			}
+			return nil
+		})
+		time.Sleep(300 * time.Millisecond)
+		var alerts []struct {
+			Type, Subtype, Signature string
+			Attacker                 netip.Addr
+			Risk                     float64               `json:"risk_score"`
+			TTD                      time.Duration         `json:"time_to_detect"`
+			Reasons                  []detect.Contribution `json:"risk_contributions"`
+			MITRE                    detect.MITRE
+		}
+		if err := client.Get(ctx, "/api/v1/alerts", &alerts); err != nil {
+			return err
+		}
+		for _, a := range alerts {
+			if a.Attacker != h.IPv4 {
+				continue
+			}
+			fmt.Printf("  ALERT risk %.0f %s/%s (%s %s), detected %v after the decisive packet:\n    %s\n", a.Risk, a.Type, a.Subtype,
+				a.MITRE.TechniqueID, a.MITRE.TechniqueName, a.TTD.Round(time.Millisecond), a.Signature)
+			for _, r := range a.Reasons {
+				fmt.Printf("      +%.0f %s: %s\n", r.Points, r.Feature, r.Why)
 			}
 		}
 		return nil
-	})
-	time.Sleep(300 * time.Millisecond)
-	var alerts []struct {
-		Type, Subtype, Signature string
-		Risk                     float64               `json:"risk_score"`
-		TTD                      time.Duration         `json:"time_to_detect"`
-		Reasons                  []detect.Contribution `json:"risk_contributions"`
-		MITRE                    detect.MITRE
 	}
-	if err := client.Get(ctx, "/api/v1/alerts", &alerts); err != nil {
-		return err
-	}
-	for _, a := range alerts {
-		fmt.Printf("  ALERT risk %.0f %s/%s (%s %s), detected %v after the decisive packet:\n    %s\n", a.Risk, a.Type, a.Subtype,
-			a.MITRE.TechniqueID, a.MITRE.TechniqueName, a.TTD.Round(time.Millisecond), a.Signature)
-		for _, r := range a.Reasons {
-			fmt.Printf("      +%.0f %s: %s\n", r.Points, r.Feature, r.Why)
+	policies := func() {
+		ps, err := client.Policies(ctx)
+		if err == nil {
+			printPolicies(os.Stdout, ps)
 		}
 	}
 
-	step("blocking client3 (%s) in the XDP blocklist", c3.IPv4)
+	step("policy block-scanners is in stage audit: client2 scans; the engine sees it live, the policy only logs \"would block\"")
+	if err := scan(c2); err != nil {
+		return err
+	}
+	if wb, err := client.WouldBlock(ctx, 10); err == nil {
+		for _, w := range wb {
+			fmt.Printf("  would-block: %s %s (%s, %s)\n", w.Action, w.Target, w.Policy, w.Why)
+		}
+	}
+	run(c2, "ping", "-c", "2", "-i", "0.2", "-W", "1", web.IPv4.String())
+
+	step("promote the policy to canary (its subset: client3); client3 scans and is blocked in XDP")
+	if _, err := client.Promote(ctx, "block-scanners", "canary", "demo: first canary"); err != nil {
+		return err
+	}
+	policies()
+	if err := scan(c3); err != nil {
+		return err
+	}
+	blocked := netip.PrefixFrom(c3.IPv4, 32)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if ds, err := client.Decisions(ctx); err == nil && len(ds) > 0 {
+			printDecisions(os.Stdout, ds)
+			break
+		}
+	}
+	run(c3, "ping", "-c", "3", "-i", "0.2", "-W", "1", web.IPv4.String())
+	run(c1, "ping", "-c", "2", "-i", "0.2", web.IPv4.String())
 	lists, err := dataplane.OpenLists(pinDir)
 	if err != nil {
 		return err
 	}
 	defer lists.Close()
-	blocked := netip.PrefixFrom(c3.IPv4, 32)
-	if err := lists.Add(dataplane.BlockSrc, blocked); err != nil {
-		return err
-	}
-	run(c3, "ping", "-c", "3", "-i", "0.2", "-W", "1", web.IPv4.String())
-	run(c1, "ping", "-c", "2", "-i", "0.2", web.IPv4.String())
 	if e, err := lists.Get(dataplane.BlockSrc, blocked); err == nil {
-		fmt.Printf("  block-src %s: %d packets dropped in XDP\n", e.Prefix, e.Packets)
+		fmt.Printf("  block-src %s: %d packets dropped in XDP, expires %s\n", e.Prefix, e.Packets, e.Expires.Local().Format(time.TimeOnly))
+	}
+	if recs, err := client.AuditLog(ctx, 5); err == nil {
+		fmt.Println("  audit log (hash-chained, append-only):")
+		for _, r := range recs {
+			fmt.Printf("    %d %s %s %s %s: %s\n", r.Seq, r.Who, r.What, r.Policy, r.Target, firstLine(r.Why))
+		}
 	}
 
 	step("flows the box exported (waiting for the idle timeout)")
 	time.Sleep(4 * time.Second)
 	var flows []mgmt.Flow
-	if err := client.Get(ctx, "/api/v1/flows?limit=200", &flows); err != nil {
+	if err := client.Get(ctx, "/api/v1/flows?limit=30", &flows); err != nil {
 		return err
 	}
 	printFlows(os.Stdout, flows, false)
