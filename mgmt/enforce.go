@@ -70,7 +70,7 @@ const maxBody = 64 << 10
 
 var userName = regexp.MustCompile(`^[A-Za-z0-9_.@-]{1,64}$`)
 
-func (s *Server) enforceRoutes(mux *http.ServeMux) {
+func (s *Server) enforceRoutes(mux *routeMux) {
 	e := s.opts.Enforcer
 	if e == nil {
 		return

@@ -12,6 +12,7 @@
 //	GET /api/v1/alerts    recent alerts, newest last; ?limit=N
 //	GET /api/v1/incidents alerts grouped per attacker and time window
 //	GET /metrics          Prometheus text exposition
+//	GET /api/v1/openapi.json  this API as an OpenAPI 3.1 document
 //
 // and the token-authenticated enforcement endpoints under
 // /api/v1/enforce/ (see enforce.go).
@@ -19,6 +20,7 @@ package mgmt
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -80,9 +82,31 @@ type Options struct {
 
 // Server serves the management API.
 type Server struct {
-	opts Options
-	srv  *http.Server
-	ln   net.Listener
+	opts   Options
+	srv    *http.Server
+	ln     net.Listener
+	routes *routeMux
+}
+
+// openAPI describes every route (a test holds it against the mux).
+//
+//go:embed openapi.json
+var openAPI []byte
+
+// routeMux is a ServeMux that remembers its patterns ("GET /path"), so a
+// test can hold them against the OpenAPI document (openapi.json).
+type routeMux struct {
+	*http.ServeMux
+	patterns []string
+}
+
+func (m *routeMux) Handle(pattern string, h http.Handler) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.Handle(pattern, h)
+}
+
+func (m *routeMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	m.Handle(pattern, http.HandlerFunc(h))
 }
 
 // Listen binds the management address. It is separate from Serve so the
@@ -123,7 +147,8 @@ func (s *Server) Serve(ctx context.Context) error {
 
 // Handler returns the API's HTTP handler.
 func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
+	mux := &routeMux{ServeMux: http.NewServeMux()}
+	s.routes = mux
 	if s.opts.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	}
@@ -166,6 +191,10 @@ func (s *Server) Handler() http.Handler {
 			writeJSON(w, http.StatusOK, s.opts.Incidents())
 		})
 	}
+	mux.HandleFunc("GET /api/v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openAPI)
+	})
 	s.enforceRoutes(mux)
 	return mux
 }
