@@ -66,27 +66,30 @@ const genCPU = 0
 
 // Figures of a run, selectable with Options.Only.
 const (
-	FigTCP      = "tcp"     // iperf3, 1 stream, default offloads
-	FigTCP4     = "tcp4"    // iperf3, 4 streams, default offloads
-	FigTCPWire  = "tcpwire" // iperf3, 1 stream, wire-MTU offloads
-	FigPPS      = "pps"     // trafgen 64-byte forwarding
-	FigLivePPS  = "livepps" // live-frame 64-byte forwarding
-	FigProg     = "prog"    // program run time per packet (bpf_stats), live frames, native
-	FigDrop     = "drop"    // live-frame drop, XDP native vs nft
-	FigDropSkb  = "dropskb" // trafgen drop, XDP generic vs nft
-	FigRing     = "ring"    // ring-buffer reader
-	FigOffline  = "offline" // detection engine offline vs ndpiReader (issue 3)
-	FigMemory   = "memory"  // userspace memory per 1M tracked flows (issue 3)
-	FigTTD      = "ttd"     // time-to-detect, offline and live (issue 3)
-	FigNFQ      = "nfq"     // NFQUEUE verdicts/s: C reference, go-nfqueue, enforce/nfq (issue 4)
-	defaultFigs = "tcp,tcp4,tcpwire,pps,livepps,prog,drop,dropskb,ring,offline,memory,ttd,nfq"
+	FigTCP      = "tcp"       // iperf3, 1 stream, default offloads
+	FigTCP4     = "tcp4"      // iperf3, 4 streams, default offloads
+	FigTCPWire  = "tcpwire"   // iperf3, 1 stream, wire-MTU offloads
+	FigPPS      = "pps"       // trafgen 64-byte forwarding
+	FigLivePPS  = "livepps"   // live-frame 64-byte forwarding
+	FigProg     = "prog"      // program run time per packet (bpf_stats), live frames, native
+	FigDrop     = "drop"      // live-frame drop, XDP native vs nft
+	FigDropSkb  = "dropskb"   // trafgen drop, XDP generic vs nft
+	FigRing     = "ring"      // ring-buffer reader
+	FigOffline  = "offline"   // detection engine offline vs ndpiReader (issue 3)
+	FigMemory   = "memory"    // userspace memory per 1M tracked flows (issue 3)
+	FigTTD      = "ttd"       // time-to-detect, offline and live (issue 3)
+	FigNFQ      = "nfq"       // NFQUEUE verdicts/s: C reference, go-nfqueue, enforce/nfq (issue 4)
+	FigContain  = "contain"   // time-to-contain, live in a lab with wardlined (issue 4)
+	FigDecide   = "decisions" // decisions/s into the kernel: XDP, nft, through the Manager (issue 4)
+	defaultFigs = "tcp,tcp4,tcpwire,pps,livepps,prog,drop,dropskb,ring,offline,memory,ttd,nfq,contain,decisions"
 )
 
 // wireFigure reports whether figure f needs the benchmark wire (and its
-// tools); the ring and the detection-engine figures do not.
+// tools); the ring, the detection-engine and the enforcement figures
+// (a lab, or no network at all) do not.
 func wireFigure(f string) bool {
 	switch f {
-	case FigRing, FigOffline, FigMemory, FigTTD:
+	case FigRing, FigOffline, FigMemory, FigTTD, FigContain, FigDecide:
 		return false
 	}
 	return true
@@ -120,7 +123,7 @@ type Options struct {
 	// Detection-engine figures (issue 3).
 	Corpus    string // the evaluation corpus (default $WARDLINE_CORPUS, ../shared/corpus)
 	Wardline  string // the wardline CLI that the offline figure runs (default: this executable)
-	Wardlined string // the daemon for live time-to-detect (default: next to Wardline)
+	Wardlined string // the daemon for live time-to-detect and time-to-contain (default: next to Wardline)
 
 	// offlineCopies: copies of the merged corpus in the offline figure's
 	// long input (default 10: enough that start-up is a small share of
@@ -129,6 +132,10 @@ type Options struct {
 	memFlows      int // flows of the memory figure (default 1,000,000)
 	ttdClients    int // scanning clients of live time-to-detect (default 20)
 	ttdPorts      int // ports each scans (default 40)
+
+	// Enforcement figures (issue 4).
+	containClients int     // scanning clients of time-to-contain (default 20)
+	decScale       float64 // in (0, 1): the decisions figure's sizes scaled down (tests)
 }
 
 func (o *Options) defaults() {
@@ -160,6 +167,9 @@ func (o *Options) defaults() {
 	}
 	if o.ttdPorts <= 0 {
 		o.ttdPorts = 40
+	}
+	if o.containClients <= 0 {
+		o.containClients = 20
 	}
 }
 
@@ -269,6 +279,9 @@ type FastpathResult struct {
 	TTD     *TTDResult     `json:"ttd,omitempty"`
 	// NFQUEUE inspection (issue 4).
 	NFQ *NFQResult `json:"nfq,omitempty"`
+	// Enforcement (issue 4): time-to-contain and decisions/s.
+	Contain   *ContainResult   `json:"contain,omitempty"`
+	Decisions *DecisionsResult `json:"decisions,omitempty"`
 }
 
 // tcpFigure and pktFigure describe what each figure measures.
@@ -339,6 +352,9 @@ func Fastpath(ctx context.Context, opts Options) (*FastpathResult, error) {
 		}
 	}
 	if err := detectFigures(ctx, opts, res); err != nil {
+		return nil, err
+	}
+	if err := enforceFigures(ctx, opts, res); err != nil {
 		return nil, err
 	}
 	if !needWire {
@@ -459,8 +475,8 @@ func (b *benchRun) rounds(ctx context.Context, cfgs []Config, s Setup, measure f
 
 // alternate orders configs A B C in even rounds and C B A in odd ones, so
 // slow drift of the machine does not favour one of them.
-func alternate(c []Config, round int) []Config {
-	out := append([]Config(nil), c...)
+func alternate[T any](c []T, round int) []T {
+	out := append([]T(nil), c...)
 	if round%2 == 1 {
 		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
 			out[i], out[j] = out[j], out[i]

@@ -140,9 +140,12 @@ func (r *FastpathResult) Report(w io.Writer) {
 	r.reportMemory(w)
 	r.reportTTD(w)
 	r.reportNFQ(w)
+	r.reportContain(w)
+	r.reportDecisions(w)
 	r.reportTargets(w)
 	r.reportDetectTargets(w)
 	r.reportNFQTarget(w)
+	r.reportEnforceTargets(w)
 }
 
 func (r *FastpathResult) reportTCP(w io.Writer) {
