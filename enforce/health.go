@@ -238,13 +238,34 @@ type histEntry struct {
 	collateral map[string]uint64
 }
 
-type prefixSet struct{ p []netip.Prefix }
+// prefixSet answers "is this address covered" for the reader goroutine:
+// single addresses by map, wider prefixes by a (short) list.
+type prefixSet struct {
+	hosts map[netip.Addr]struct{}
+	nets  []netip.Prefix
+}
+
+func newPrefixSet(ps []netip.Prefix) *prefixSet {
+	s := &prefixSet{hosts: make(map[netip.Addr]struct{}, len(ps))}
+	for _, p := range ps {
+		if p.IsSingleIP() {
+			s.hosts[p.Addr().Unmap()] = struct{}{}
+		} else {
+			s.nets = append(s.nets, p)
+		}
+	}
+	return s
+}
 
 func (s *prefixSet) contains(a netip.Addr) bool {
 	if s == nil {
 		return false
 	}
-	return inPrefixes(a.Unmap(), s.p)
+	a = a.Unmap()
+	if _, ok := s.hosts[a]; ok {
+		return true
+	}
+	return inPrefixes(a, s.nets)
 }
 
 // NewMonitor keeps keep seconds of history.
@@ -254,8 +275,8 @@ func NewMonitor(keep time.Duration) *Monitor {
 	return m
 }
 
-func (m *Monitor) setBlocked(p []netip.Prefix)    { m.blocked.Store(&prefixSet{p}) }
-func (m *Monitor) setNeverBlock(p []netip.Prefix) { m.neverBlock.Store(&prefixSet{p}) }
+func (m *Monitor) setBlocked(p []netip.Prefix)    { m.blocked.Store(newPrefixSet(p)) }
+func (m *Monitor) setNeverBlock(p []netip.Prefix) { m.neverBlock.Store(newPrefixSet(p)) }
 
 // HandleFlow counts final TCP flow records.
 func (m *Monitor) HandleFlow(f *event.Flow) {

@@ -61,6 +61,7 @@ type Manager struct {
 	mu         sync.Mutex
 	guard      guard
 	decisions  map[string]*Decision
+	byTarget   map[netip.Prefix][]*Decision // the same decisions by target (renewals, element expiries)
 	policies   map[string]*policyState
 	would      []WouldBlock // recent would-block records
 	nextID     uint64
@@ -149,8 +150,9 @@ func New(cfg Config, backends ...Backend) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, rec: NewReconciler(backends...), mon: NewMonitor(cfg.BaselineWindow + 2*cfg.Thresholds.Window),
-		audit: audit, guard: guard{g: cfg.Guardrails}, decisions: map[string]*Decision{}, policies: map[string]*policyState{},
-		refused: map[string]uint64{}, inspecting: map[netip.Prefix]bool{}, counters: map[string]map[Key]Counters{}, suspects: map[netip.Addr]time.Time{},
+		audit: audit, guard: guard{g: cfg.Guardrails}, decisions: map[string]*Decision{}, byTarget: map[netip.Prefix][]*Decision{},
+		policies: map[string]*policyState{},
+		refused:  map[string]uint64{}, inspecting: map[netip.Prefix]bool{}, counters: map[string]map[Key]Counters{}, suspects: map[netip.Addr]time.Time{},
 		alerts: make(chan *detect.Alert, 4096), kick: make(chan struct{}, 1)}
 	var nb []netip.Prefix
 	for _, n := range cfg.Guardrails.NeverBlock {
@@ -239,6 +241,7 @@ func (m *Manager) onAlert(a *detect.Alert) {
 	defer m.mu.Unlock()
 	now := m.cfg.Now()
 	var fresh []*Decision
+	nSus := len(m.suspects)
 	for {
 		fresh = append(fresh, m.evaluateLocked(a, now)...)
 		select {
@@ -247,6 +250,9 @@ func (m *Manager) onAlert(a *detect.Alert) {
 		default:
 		}
 		break
+	}
+	if len(m.suspects) != nSus {
+		m.publishSuspectsLocked()
 	}
 	if len(fresh) > 0 {
 		m.applyNowLocked(fresh, now)
@@ -262,8 +268,7 @@ const suspectTTL = 10 * time.Minute
 func (m *Manager) evaluateLocked(a *detect.Alert, now time.Time) []*Decision {
 	if a.Attacker.IsValid() {
 		if _, ok := m.suspects[a.Attacker.Unmap()]; ok || len(m.suspects) < 100000 {
-			m.suspects[a.Attacker.Unmap()] = now
-			m.publishSuspectsLocked()
+			m.suspects[a.Attacker.Unmap()] = now // published by onAlert, once per batch
 		}
 	}
 	var out []*Decision
@@ -370,8 +375,8 @@ func (m *Manager) decideLocked(r DecisionRequest, policy, who string, now time.T
 		return refuse(err)
 	}
 	expires := now.Add(r.TTL)
-	for _, d := range m.decisions {
-		if d.Policy == policy && d.Action == r.Action && d.Target == target && d.Dir == r.Dir && d.Active(now) {
+	for _, d := range m.byTarget[target] {
+		if d.Policy == policy && d.Action == r.Action && d.Dir == r.Dir && d.Active(now) {
 			if expires.After(d.Expires) {
 				d.Expires = expires
 				m.dirty = true
@@ -381,19 +386,15 @@ func (m *Manager) decideLocked(r DecisionRequest, policy, who string, now time.T
 			return d, false, nil
 		}
 	}
-	active := 0
-	for _, d := range m.decisions {
-		if d.Active(now) {
-			active++
-		}
-	}
-	if err := m.guard.admit(now, active); err != nil {
+	// Expired decisions leave at the next tick: at most a second's worth
+	// counts here beyond the active ones.
+	if err := m.guard.admit(now, len(m.decisions)); err != nil {
 		return refuse(err)
 	}
 	m.nextID++
 	d := &Decision{ID: "d" + strconv.FormatUint(m.nextID, 10), Action: r.Action, Target: target, Dir: r.Dir, Scope: scope,
 		Reason: r.Reason, Alert: r.Alert, Policy: policy, By: who, Created: now, Expires: expires}
-	m.decisions[d.ID] = d
+	m.addLocked(d)
 	m.dirty = true
 	m.audit.Log(AuditRecord{Time: now, Who: who, What: "decision_add", Policy: policy, Target: target.String(), Why: r.Reason, Detail: d})
 	return d, true, nil
@@ -405,20 +406,74 @@ func (m *Manager) decideLocked(r DecisionRequest, policy, who string, now time.T
 // lets it go a second later).
 const kernelGrace = time.Second
 
-// applyNowLocked writes fresh decisions into the kernel at once, without
-// reading the kernel back (the periodic pass verifies and repairs).
+// addLocked and dropLocked keep the decisions and their index.
+func (m *Manager) addLocked(d *Decision) {
+	m.decisions[d.ID] = d
+	m.byTarget[d.Target] = append(m.byTarget[d.Target], d)
+}
+
+func (m *Manager) dropLocked(id string) {
+	d, ok := m.decisions[id]
+	if !ok {
+		return
+	}
+	delete(m.decisions, id)
+	l := slices.DeleteFunc(m.byTarget[d.Target], func(x *Decision) bool { return x.ID == id })
+	if len(l) == 0 {
+		delete(m.byTarget, d.Target)
+	} else {
+		m.byTarget[d.Target] = l
+	}
+}
+
+// applyNowLocked writes fresh (or renewed) decisions into the kernel at
+// once: only their elements, each with the latest expiry of the decisions
+// sharing it, without reading the kernel back (the periodic pass
+// verifies, repairs and updates the health monitor's view).
 func (m *Manager) applyNowLocked(ds []*Decision, now time.Time) {
+	add := map[string][]Element{}
+	seen := map[string]map[Key]bool{}
 	for _, d := range ds {
 		if d.Action == ActionInspect {
 			m.steerLocked(d, true)
+			continue
+		}
+		for _, name := range d.Scope.Backends() {
+			if seen[name] == nil {
+				seen[name] = map[Key]bool{}
+			}
+			for _, e := range d.Elements() {
+				if seen[name][e.Key()] {
+					continue
+				}
+				seen[name][e.Key()] = true
+				e.Expires = m.elementExpiryLocked(name, e.Key(), now)
+				add[name] = append(add[name], e)
+			}
 		}
 	}
-	want, blocked := m.desiredLocked(now)
-	m.mon.setBlocked(blocked)
-	if err := m.rec.Delta(want, now); err != nil {
+	if err := m.rec.Add(add, now); err != nil {
 		m.applyErrors.Add(1)
 		m.cfg.Logf("%v", err)
 	}
+}
+
+// elementExpiryLocked is the kernel expiry of an element: the latest of
+// the active decisions holding it, plus the grace.
+func (m *Manager) elementExpiryLocked(backend string, k Key, now time.Time) time.Time {
+	var exp time.Time
+	for _, d := range m.byTarget[k.Prefix] {
+		if !d.Active(now) || d.Action == ActionInspect || !slices.Contains(d.Scope.Backends(), backend) {
+			continue
+		}
+		if d.Action == ActionBlock && d.Dir != k.Dir {
+			continue
+		}
+		if d.Expires.After(exp) {
+			exp = d.Expires
+		}
+	}
+	return exp.Add(kernelGrace)
 }
 
 func (m *Manager) steerLocked(d *Decision, on bool) {
@@ -513,7 +568,7 @@ func (m *Manager) tick(now time.Time) {
 		if d.Active(now) {
 			continue
 		}
-		delete(m.decisions, id)
+		m.dropLocked(id)
 		m.dirty = true
 		if d.Action == ActionInspect {
 			m.steerLocked(d, false)
@@ -626,7 +681,7 @@ func (m *Manager) rollbackLocked(ps *policyState, who, why string, br []Breach, 
 		if d.Policy != ps.P.ID {
 			continue
 		}
-		delete(m.decisions, id)
+		m.dropLocked(id)
 		removed++
 		if d.Action == ActionInspect {
 			m.steerLocked(d, false)
@@ -672,7 +727,7 @@ func (m *Manager) RemoveDecision(id, who, why string) error {
 		return fmt.Errorf("decision %s: %w", id, ErrNotFound)
 	}
 	now := m.cfg.Now()
-	delete(m.decisions, id)
+	m.dropLocked(id)
 	if d.Action == ActionInspect {
 		m.steerLocked(d, false)
 	}
@@ -922,7 +977,7 @@ func (m *Manager) load(now time.Time) error {
 	m.nextID = s.NextID
 	for _, d := range s.Decisions {
 		if d.Active(now) {
-			m.decisions[d.ID] = d
+			m.addLocked(d)
 		}
 	}
 	for id, ps := range s.Policies {

@@ -48,7 +48,8 @@ type BackendStats struct {
 // and removes everything else, so expiries, restarts and external edits
 // are repaired. A verifying pass reads the kernel back; between
 // verifications (SetVerifyInterval: reading a large nft set is costly) a
-// pass applies only the difference to what it last wrote.
+// pass applies only the difference to what it last wrote. Add writes fresh
+// elements at once, between passes.
 type Reconciler struct {
 	mu       sync.Mutex
 	backends []Backend
@@ -113,34 +114,18 @@ func (r *Reconciler) Pass(want Desired, now time.Time) error {
 	defer r.mu.Unlock()
 	var errs []error
 	for _, b := range r.backends {
-		if err := r.pass(b, want[b.Name()], now, true); err != nil {
+		if err := r.pass(b, want[b.Name()], now); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// Delta applies want without reading any kernel state back: the fast path
-// from a fresh decision to the kernel (the next Pass verifies).
-func (r *Reconciler) Delta(want Desired, now time.Time) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var errs []error
-	for _, b := range r.backends {
-		if err := r.pass(b, want[b.Name()], now, false); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func (r *Reconciler) pass(b Backend, want map[Key]time.Time, now time.Time, mayVerify bool) error {
+func (r *Reconciler) pass(b Backend, want map[Key]time.Time, now time.Time) error {
 	name := b.Name()
 	st := r.stats[name]
 	start := time.Now()
-	if mayVerify {
-		st.Passes++
-	}
+	st.Passes++
 	fail := func(err error) error {
 		st.Errors++
 		st.LastError = err.Error()
@@ -164,7 +149,7 @@ func (r *Reconciler) pass(b Backend, want map[Key]time.Time, now time.Time, mayV
 		live = withoutCovered(live)
 	}
 	applied := r.applied[name]
-	verifying := mayVerify && (r.verified[name].IsZero() || now.Sub(r.verified[name]) >= r.verify[name])
+	verifying := r.verified[name].IsZero() || now.Sub(r.verified[name]) >= r.verify[name]
 	kernel := applied
 	if verifying {
 		have, err := b.Elements()
@@ -272,6 +257,91 @@ func withoutCovered(want map[Key]time.Time) map[Key]time.Time {
 		}
 	}
 	return out
+}
+
+// Add writes elements into the named backends at once, without reading
+// the kernel back: the path from a fresh decision to the kernel. Elements
+// already written with the same expiry are skipped; on a backend that
+// rejects overlaps, an element inside a wider one waits for the next
+// Pass, and narrower ones inside a new wide element are removed first.
+func (r *Reconciler) Add(add map[string][]Element, now time.Time) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for _, b := range r.backends {
+		name := b.Name()
+		els := add[name]
+		if len(els) == 0 {
+			continue
+		}
+		st := r.stats[name]
+		if !r.allowSet[name] { // the never-block list goes in before any block
+			if err := b.Allow(r.allow); err != nil {
+				st.Errors++
+				st.LastError = err.Error()
+				errs = append(errs, fmt.Errorf("never-block list of %s: %w", name, err))
+				continue
+			}
+			r.allowSet[name] = true
+		}
+		applied := r.applied[name]
+		or, _ := b.(OverlapRejecter)
+		noOverlap := or != nil && or.RejectsOverlaps()
+		var put, del []Element
+		for _, e := range els {
+			if exp, ok := applied[e.Key()]; ok && sameExpiry(exp, e.Expires) {
+				continue
+			}
+			if noOverlap {
+				if coveredBy(applied, e.Key()) {
+					continue
+				}
+				if e.Prefix.Bits() < e.Prefix.Addr().BitLen() {
+					for k, exp := range applied {
+						if k.Dir == e.Dir && k != e.Key() && k.Prefix.Bits() > e.Prefix.Bits() && e.Prefix.Contains(k.Prefix.Addr()) {
+							del = append(del, Element{k.Prefix, k.Dir, exp})
+						}
+					}
+				}
+			}
+			put = append(put, e)
+		}
+		if len(put) == 0 {
+			continue
+		}
+		if err := b.Apply(put, del); err != nil {
+			st.Errors++
+			st.LastError = err.Error()
+			r.verified[name] = time.Time{}
+			errs = append(errs, fmt.Errorf("apply to %s: %w", name, err))
+			continue
+		}
+		for _, e := range del {
+			delete(applied, e.Key())
+		}
+		for _, e := range put {
+			if _, ok := applied[e.Key()]; !ok {
+				st.Added++
+			}
+			applied[e.Key()] = e.Expires
+		}
+		st.Desired, st.Kernel = len(applied), len(applied)
+	}
+	return errors.Join(errs...)
+}
+
+// coveredBy reports whether a wider prefix of the same direction is in m.
+func coveredBy(m map[Key]time.Time, k Key) bool {
+	for bits := k.Prefix.Bits() - 1; bits >= 0; bits-- {
+		w, err := k.Prefix.Addr().Prefix(bits)
+		if err != nil {
+			return false
+		}
+		if _, ok := m[Key{w, k.Dir}]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 func sameExpiry(a, b time.Time) bool {
