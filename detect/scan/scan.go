@@ -54,7 +54,20 @@ type Detector struct {
 	arpRefreshes   uint64 // requests for known neighbours, not counted as probes
 	neighboursFull uint64 // senders not remembered: the table was full
 	prunedAt       time.Time
+	// pendingARP: requests waiting for their reply. Only a request left
+	// unanswered for arpAnswerWait counts towards a sweep: a router
+	// re-resolving live hosts (whose own ARP the box may never have seen,
+	// e.g. before a restart) gets answers; a sweep hits mostly empty
+	// addresses.
+	pendingARP  map[arpPair]time.Time
+	arpAnswered uint64 // requests answered in time, not counted
+	arpPendFull uint64 // requests counted at once: the pending table was full
 }
+
+type arpPair struct{ sender, target netip.Addr }
+
+// arpAnswerWait is how long a request may wait for its reply.
+const arpAnswerWait = time.Second
 
 // maxNeighbours bounds the neighbour table (a few /16s of live hosts).
 const maxNeighbours = 1 << 17
@@ -95,7 +108,8 @@ func newHostSet(t time.Time) *hostSet { return &hostSet{hosts: map[netip.Addr]st
 // New returns a scan detector.
 func New(cfg Config, env detect.Env) *Detector {
 	cfg.defaults()
-	return &Detector{cfg: cfg, env: env, hosts: map[netip.Addr]*scanner{}, neighbours: map[netip.Addr]time.Time{}}
+	return &Detector{cfg: cfg, env: env, hosts: map[netip.Addr]*scanner{}, neighbours: map[netip.Addr]time.Time{},
+		pendingARP: map[arpPair]time.Time{}}
 }
 
 func (d *Detector) Name() string { return "scan" }
@@ -209,6 +223,13 @@ func (d *Detector) OnARP(a *detect.ARPEvent) {
 	} else {
 		d.neighboursFull++
 	}
+	if a.Op == 2 { // a reply answers the request of its target
+		if _, ok := d.pendingARP[arpPair{a.TargetIP, a.SenderIP}]; ok {
+			delete(d.pendingARP, arpPair{a.TargetIP, a.SenderIP})
+			d.arpAnswered++
+		}
+		return
+	}
 	if a.Op != 1 || !a.TargetIP.IsValid() || a.SenderIP == a.TargetIP {
 		return // gratuitous ARP is not a probe
 	}
@@ -216,16 +237,55 @@ func (d *Detector) OnARP(a *detect.ARPEvent) {
 		d.arpRefreshes++
 		return
 	}
-	s := d.scanner(a.SenderIP, a.Time)
-	if s.arped == nil {
-		s.arped = newHostSet(a.Time)
+	k := arpPair{a.SenderIP, a.TargetIP}
+	if _, ok := d.pendingARP[k]; ok {
+		return // a retry: the first request's wait decides
 	}
-	s.arped.hosts[a.TargetIP] = struct{}{}
-	d.checkSweep(a.SenderIP, s, a.Time, "arp_ping_sweep", s.arped)
+	if len(d.pendingARP) >= maxNeighbours {
+		d.arpPendFull++
+		d.arpUnanswered(k, a.Time)
+		return
+	}
+	d.pendingARP[k] = a.Time
+}
+
+// arpUnanswered counts a request that got no reply towards a sweep.
+func (d *Detector) arpUnanswered(k arpPair, t time.Time) {
+	s := d.scanner(k.sender, t)
+	if s.arped == nil {
+		s.arped = newHostSet(t)
+	}
+	s.arped.hosts[k.target] = struct{}{}
+	d.checkSweep(k.sender, s, t, "arp_ping_sweep", s.arped)
 }
 
 // Tick forgets scanners and neighbours idle for a whole window.
 func (d *Detector) Tick(now time.Time) {
+	if len(d.pendingARP) > 0 {
+		var due []arpPair
+		for k, t := range d.pendingARP {
+			if now.Sub(t) >= arpAnswerWait {
+				due = append(due, k)
+			}
+		}
+		// In request order, so that the alert's time and counts do not
+		// depend on map order.
+		sort.Slice(due, func(i, j int) bool {
+			ti, tj := d.pendingARP[due[i]], d.pendingARP[due[j]]
+			if !ti.Equal(tj) {
+				return ti.Before(tj)
+			}
+			if c := due[i].sender.Compare(due[j].sender); c != 0 {
+				return c < 0
+			}
+			return due[i].target.Less(due[j].target)
+		})
+		for _, k := range due {
+			t := d.pendingARP[k]
+			delete(d.pendingARP, k)
+			d.arpUnanswered(k, t.Add(arpAnswerWait))
+		}
+	}
 	for a, s := range d.hosts {
 		if now.Sub(s.last) > d.cfg.Window {
 			delete(d.hosts, a)
@@ -245,7 +305,8 @@ func (d *Detector) Tick(now time.Time) {
 // Stats reports the state size.
 func (d *Detector) Stats() map[string]float64 {
 	return map[string]float64{"tracked_sources": float64(len(d.hosts)), "arp_neighbours": float64(len(d.neighbours)),
-		"arp_refreshes_ignored": float64(d.arpRefreshes), "arp_neighbours_full": float64(d.neighboursFull)}
+		"arp_refreshes_ignored": float64(d.arpRefreshes), "arp_neighbours_full": float64(d.neighboursFull),
+		"arp_answered": float64(d.arpAnswered), "arp_pending": float64(len(d.pendingARP)), "arp_pending_full": float64(d.arpPendFull)}
 }
 
 func rate(n int, from, to time.Time) float64 {

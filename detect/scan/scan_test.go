@@ -82,6 +82,7 @@ func TestHorizontalSweepStealth(t *testing.T) {
 	for p := uint16(1); p <= 12; p++ {
 		d.OnConn(conn(attacker, victim, p, event.TCPFin|event.TCPPsh|event.TCPUrg, event.TCPRst, event.TCPFin|event.TCPPsh|event.TCPUrg, t0))
 	}
+	d.Tick(t0.Add(2 * time.Second)) // the ARP requests went unanswered
 	subs := map[string]bool{}
 	for _, a := range *got {
 		subs[a.Type+"/"+a.Subtype] = true
@@ -123,10 +124,16 @@ func TestARPNeighbourRefresh(t *testing.T) {
 	for i := 0; i < 60; i++ {
 		d.OnARP(&detect.ARPEvent{Time: t0.Add(6 * time.Second), Op: 1, SenderIP: attacker, TargetIP: host(i)})
 	}
+	if len(*got) != 0 {
+		t.Fatalf("alert before the requests could be answered: %+v", *got)
+	}
+	d.Tick(t0.Add(7 * time.Second))
 	if len(*got) != 1 || (*got)[0].Subtype != "arp_ping_sweep" || (*got)[0].Attacker != attacker {
 		t.Fatalf("alerts %+v, want the attacker's arp_ping_sweep", *got)
 	}
-	// After a window of silence the router's requests count again.
+	// After a window of silence the router re-resolves hosts the box has
+	// not seen announce themselves (as after a restart): they answer, so
+	// it is no sweep.
 	late := t0.Add(10 * time.Minute)
 	d.Tick(late)
 	if n := d.Stats()["arp_neighbours"]; n != 0 {
@@ -134,7 +141,17 @@ func TestARPNeighbourRefresh(t *testing.T) {
 	}
 	for i := 0; i < 20; i++ {
 		d.OnARP(&detect.ARPEvent{Time: late, Op: 1, SenderIP: router, TargetIP: host(i)})
+		d.OnARP(&detect.ARPEvent{Time: late.Add(time.Millisecond), Op: 2, SenderIP: host(i), TargetIP: router})
 	}
+	d.Tick(late.Add(2 * time.Second))
+	if len(*got) != 1 || d.Stats()["arp_answered"] != 21 { // 20, and the first client's request for the router
+		t.Fatalf("alerts %+v (answered %v), want none for answered requests", *got, d.Stats()["arp_answered"])
+	}
+	// Requests nobody answers are a sweep, whoever sends them.
+	for i := 100; i < 120; i++ {
+		d.OnARP(&detect.ARPEvent{Time: late.Add(3 * time.Second), Op: 1, SenderIP: router, TargetIP: host(i)})
+	}
+	d.Tick(late.Add(5 * time.Second))
 	if len(*got) != 2 || (*got)[1].Attacker != router {
 		t.Errorf("alerts %+v, want a sweep by the router too", *got)
 	}
