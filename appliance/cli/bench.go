@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	register(command{name: "bench", usage: "benchmarks of the fast path, the detection engine and NFQUEUE inspection, with ratios against their baselines (needs root)", run: runBench})
+	register(command{name: "bench", usage: "benchmarks of the fast path, the detection engine and enforcement (NFQUEUE, time-to-contain, decisions/s), with ratios and targets (needs root)", run: runBench})
 }
 
 func runBench(ctx context.Context, args []string) error {
