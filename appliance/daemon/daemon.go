@@ -94,6 +94,9 @@ func (d *Daemon) logf(format string, args ...any) { d.opts.Logf(format, args...)
 
 func (d *Daemon) setup() error {
 	c := d.cfg
+	if err := CheckKernel(c, d.opts.Logf); err != nil {
+		return err
+	}
 	changes, err := bridge.SetupManagement(c.Management)
 	if err != nil {
 		return fmt.Errorf("set up management interface: %w", err)

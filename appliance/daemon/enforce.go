@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wardline/wardline/appliance/config"
+	"github.com/wardline/wardline/appliance/kernelcheck"
 	"github.com/wardline/wardline/dataplane"
 	"github.com/wardline/wardline/detect"
 	"github.com/wardline/wardline/enforce"
@@ -286,5 +287,27 @@ func Uninstall(cfg *config.Config, logf func(string, ...any)) error {
 		return fmt.Errorf("uninstall: %w", err)
 	}
 	logf("deleted nft table bridge %s", cfg.Enforce.NFTTable)
+	return nil
+}
+
+// CheckKernel checks the running kernel for every option and BPF feature
+// the configuration needs (kernelcheck), logging what is missing but not
+// required.
+func CheckKernel(cfg *config.Config, logf func(string, ...any)) error {
+	r, err := kernelcheck.Running(kernelcheck.Need{NFT: cfg.Enforce.NFT, Inspect: cfg.Enforce.Inspection != nil})
+	if err != nil {
+		return fmt.Errorf("kernel check: %w", err)
+	}
+	for _, w := range r.Warnings() {
+		logf("kernel check: %s", w)
+	}
+	if err := r.Err(); err != nil {
+		return err
+	}
+	src := r.Source
+	if src == "" {
+		src = "no configuration found"
+	}
+	logf("kernel check: every required option and BPF feature present (%s, %d probes)", src, len(r.Probes))
 	return nil
 }

@@ -395,6 +395,18 @@ func TestDaemonBadConfig(t *testing.T) {
 	}
 }
 
+// TestDaemonCheckKernel: `wardlined -check-kernel` passes on this kernel
+// (platform.md: every option is there) with nft and inspection on.
+func TestDaemonCheckKernel(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: wardlined is built only when root")
+	}
+	out, err := exec.Command(wardlinedBin, "-config", "../config/reference.json", "-check-kernel").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "every required option and BPF feature present") {
+		t.Fatalf("-check-kernel: %v\n%s", err, out)
+	}
+}
+
 // TestDaemonDetectsLive: the fast path's live events feed the detection
 // engine inside wardlined; a port scan and a contact with a listed address
 // from the office become alerts on the management API and in the EVE file,

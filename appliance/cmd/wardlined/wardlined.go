@@ -21,6 +21,7 @@ import (
 var (
 	configPath = flag.String("config", "/perm/wardline/wardlined.json", "configuration file")
 	check      = flag.Bool("check", false, "validate the configuration and exit")
+	checkKern  = flag.Bool("check-kernel", false, "check the running kernel for every option and BPF feature the configuration needs, and exit")
 	uninstall  = flag.Bool("uninstall", false, "detach the fast path, remove its pins and the nft table, and exit (the bridge, state and audit log stay)")
 )
 
@@ -32,6 +33,9 @@ func logic() error {
 	if *check {
 		fmt.Printf("%s: OK\n", *configPath)
 		return nil
+	}
+	if *checkKern {
+		return daemon.CheckKernel(cfg, log.Printf)
 	}
 	if *uninstall {
 		return daemon.Uninstall(cfg, log.Printf)
