@@ -9,7 +9,7 @@ PKGS    := ./...
 # uniquely named namespaces, so packages may run in parallel.
 TESTFLAGS ?= -count=1 -p 2 -timeout 25m
 
-.PHONY: all deps generate vmlinux build test test-short lint bench demo eval fuzz clean
+.PHONY: all deps generate vmlinux build test test-short lint bench demo eval fuzz clean kernel
 
 # Debian packages the tests, the demo and the benchmarks use.
 DEBS := make git ca-certificates clang llvm libbpf-dev bpftool \
@@ -26,6 +26,18 @@ deps:
 ## generate: compile bpf/ with bpf2go (needs clang, llvm, libbpf-dev); output is committed
 generate:
 	$(GO) generate ./dataplane/... ./appliance/bench/...
+
+# Debian packages the kernel build uses (make kernel; not needed by CI, which
+# uses the committed boards/pc-amd64/kernel).
+KERNEL_DEBS := linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev \
+	dwarves cpio kmod zstd
+
+BOARD  ?= pc-amd64
+KBUILD ?= /var/tmp/wardline-kbuild
+
+## kernel: build BOARD's kernel package into boards/$(BOARD)/kernel (root; ~30 min on 2 cores; source and objects in KBUILD)
+kernel:
+	KBUILD=$(KBUILD) KERNEL_DEBS="$(KERNEL_DEBS)" boards/build-kernel.sh $(BOARD)
 
 ## vmlinux: refresh bpf/include/vmlinux.h from the running kernel's BTF (committed)
 vmlinux:
