@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,7 +23,15 @@ type enforceOpts struct {
 }
 
 func enforceFlags(fs *flag.FlagSet) *enforceOpts {
-	u := os.Getenv("USER")
+	u := os.Getenv("SUDO_USER") // the person behind sudo, not root
+	if u == "" {
+		u = os.Getenv("USER")
+	}
+	if u == "" {
+		if cur, err := user.Current(); err == nil {
+			u = cur.Username
+		}
+	}
 	return &enforceOpts{
 		tokenFile: fs.String("token-file", config.DefaultStateDir+"/api-token", "enforcement API token (or $WARDLINE_TOKEN)"),
 		user:      fs.String("user", u, "operator name recorded in the audit log"),
