@@ -9,7 +9,7 @@ PKGS    := ./...
 # uniquely named namespaces, so packages may run in parallel.
 TESTFLAGS ?= -count=1 -p 2 -timeout 25m
 
-.PHONY: all deps generate vmlinux build test test-short lint bench demo eval fuzz clean kernel
+.PHONY: all deps generate vmlinux build test test-short lint bench demo eval fuzz clean kernel image
 
 # Debian packages the tests, the demo and the benchmarks use.
 DEBS := make git ca-certificates clang llvm libbpf-dev bpftool \
@@ -38,6 +38,15 @@ KBUILD ?= /var/tmp/wardline-kbuild
 ## kernel: build BOARD's kernel package into boards/$(BOARD)/kernel (root; ~30 min on 2 cores; source and objects in KBUILD)
 kernel:
 	KBUILD=$(KBUILD) KERNEL_DEBS="$(KERNEL_DEBS)" boards/build-kernel.sh $(BOARD)
+
+# gok (github.com/gokrazy/tools/cmd/gok) pinned; boards/image.sh installs it
+# into $(IMAGEDIR)/cache when missing.
+GOK_VERSION := v0.0.0-20260109180632-8ed49b4fafc7
+IMAGEDIR    ?= /var/tmp/wardline-image
+
+## image: full gokrazy disk image for BOARD with /perm formatted and the default config in place (root; work files in IMAGEDIR; needs jq, e2fsprogs, util-linux)
+image:
+	GO=$(GO) GOK_VERSION=$(GOK_VERSION) IMAGEDIR=$(IMAGEDIR) boards/image.sh $(BOARD)
 
 ## vmlinux: refresh bpf/include/vmlinux.h from the running kernel's BTF (committed)
 vmlinux:

@@ -55,6 +55,23 @@ func TestReferenceConfig(t *testing.T) {
 	}
 }
 
+// TestBoardConfigs: the default configuration every board image carries
+// parses and keeps its policies in audit.
+func TestBoardConfigs(t *testing.T) {
+	c, err := Load("../../boards/pc-amd64/wardlined.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Enforce.Policies) == 0 {
+		t.Error("the board config has no policies")
+	}
+	for _, p := range c.Enforce.Policies {
+		if p.Stage != "" && p.Stage != enforce.StageAudit {
+			t.Errorf("policy %s starts in %s; a fresh box starts every policy in audit", p.ID, p.Stage)
+		}
+	}
+}
+
 func TestMinimalConfigDefaults(t *testing.T) {
 	c, err := Load("minimal.json")
 	if err != nil {
