@@ -194,6 +194,8 @@ static __always_inline void finish(struct wl_flow *f, const struct wl_flow_key *
 		STAT_ADD(st, WL_STAT_FLOW_DELETED, 1);
 }
 
+_Static_assert((WL_SNIPPET_MAX & (WL_SNIPPET_MAX - 1)) == 0, "emit_snippet masks with WL_SNIPPET_MAX - 1");
+
 static __always_inline void emit_snippet(struct xdp_md *ctx, const struct pkt *p, __u8 kind,
 					 __u8 dir, __u32 offset, __u16 flags, __u64 now,
 					 struct wl_stats *st)
@@ -211,6 +213,10 @@ static __always_inline void emit_snippet(struct xdp_md *ctx, const struct pkt *p
 		cap = WL_SNIPPET_MAX;
 	if (cap < 1)
 		return;
+	/* The same value, in a form older verifiers can bound: 6.1's does not
+	 * learn cap >= 1 from the 32-bit test above and refuses the load as
+	 * possibly zero-length (WL_SNIPPET_MAX is a power of two). */
+	cap = ((cap - 1) & (WL_SNIPPET_MAX - 1)) + 1;
 	if (bpf_xdp_load_bytes(ctx, p->payload_off, s->data, cap) < 0) {
 		STAT_ADD(st, WL_STAT_EV_SNIPPET_FAIL, 1);
 		return;
