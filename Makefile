@@ -47,7 +47,7 @@ IMAGEDIR    ?= /var/tmp/wardline-image
 # Debian packages `make image` and `make boot-test` use.
 IMAGE_DEBS := qemu-system-x86 jq e2fsprogs util-linux
 
-## boot-test: boot the pc-amd64 image under QEMU (TCG) with three NICs and wait for the management API (root; not yet in make test: wardlined's program still fails 6.1's verifier, see images/doc.go)
+## boot-test: boot the pc-amd64 image under QEMU (TCG) with three NICs and wait for the management API (root; ~40 s; not yet in make test, see images/doc.go)
 boot-test:
 	apt-get install -y --no-install-recommends $(IMAGE_DEBS) >/dev/null
 	$(GO) test -tags bootimage -count=1 -v -timeout 10m ./images/

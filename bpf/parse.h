@@ -57,6 +57,17 @@ struct arp_eth_ipv4 {
 	__u8 tpa[4];
 } __attribute__((packed));
 
+/* ntohs_bounded is bpf_ntohs of a 16-bit length field in a form the 6.1
+ * verifier can bound: it forgets the bounds of a byte swap, and a pointer
+ * plus an unbounded scalar is refused. The empty asm keeps the compiler
+ * from dropping the (for it redundant) mask. */
+static __always_inline __u32 ntohs_bounded(__u16 v)
+{
+	__u32 x = bpf_ntohs(v);
+	asm volatile("" : "+r"(x));
+	return x & 0xffff;
+}
+
 static __always_inline void v4_mapped(__u8 *dst, __be32 a)
 {
 	__builtin_memset(dst, 0, 10);
@@ -170,7 +181,7 @@ static __always_inline int parse_ipv4(struct cursor *c, struct pkt *p, void *dat
 	/* End of the IP datagram. tot_len is 0 or short for some GSO
 	 * super-packets; fall back to the frame end then. */
 	__u32 l3_off = (void *)iph - data;
-	__u32 tot = bpf_ntohs(iph->tot_len);
+	__u32 tot = ntohs_bounded(iph->tot_len);
 	void *ip_end = data + frame_len;
 	if (tot >= hlen && l3_off + tot < frame_len)
 		ip_end = (void *)iph + tot;
@@ -230,7 +241,7 @@ static __always_inline int parse_ipv6(struct cursor *c, struct pkt *p, void *dat
 done:
 	p->key.proto = nh;
 	__u32 l3_off = (void *)ip6 - data;
-	__u32 plen = bpf_ntohs(ip6->payload_len);
+	__u32 plen = ntohs_bounded(ip6->payload_len);
 	void *ip_end = data + frame_len;
 	if (plen && l3_off + sizeof(*ip6) + plen < frame_len)
 		ip_end = (void *)(ip6 + 1) + plen;

@@ -42,9 +42,15 @@ func (d *Daemon) Health() mgmt.Health {
 	if err != nil {
 		add("stats", false, err.Error())
 	} else {
-		age := time.Since(st.Sweep.LastRun)
 		limit := 5*d.cfg.Dataplane.SweepInterval + time.Second
-		add("sweeper", !st.Sweep.LastRun.IsZero() && age < limit, fmt.Sprintf("last sweep %v ago", age.Round(time.Millisecond)))
+		if st.Sweep.LastRun.IsZero() {
+			// Right after start the first sweep may still be due.
+			up := time.Since(d.started)
+			add("sweeper", up < limit, fmt.Sprintf("no sweep yet, %v after start", up.Round(time.Millisecond)))
+		} else {
+			age := time.Since(st.Sweep.LastRun)
+			add("sweeper", age < limit, fmt.Sprintf("last sweep %v ago", age.Round(time.Millisecond)))
+		}
 	}
 	d.mu.Lock()
 	rerr := d.readErr
