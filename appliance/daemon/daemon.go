@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,6 +50,7 @@ type Daemon struct {
 	rd      *dataplane.Reader
 	mgmt    *mgmt.Server
 	started time.Time
+	running atomic.Int64 // unix ns when run began (the sweeper started)
 	flows   *recentFlows
 	ports   map[uint32]string // ifindex -> interface name
 	flowLog *rateLimiter
@@ -175,6 +177,7 @@ func (d *Daemon) setup() error {
 }
 
 func (d *Daemon) run(ctx context.Context) error {
+	d.running.Store(time.Now().UnixNano())
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -45,8 +45,8 @@ func (d *Daemon) Health() mgmt.Health {
 		limit := 5*d.cfg.Dataplane.SweepInterval + time.Second
 		if st.Sweep.LastRun.IsZero() {
 			// Right after start the first sweep may still be due.
-			up := time.Since(d.started)
-			add("sweeper", up < limit, fmt.Sprintf("no sweep yet, %v after start", up.Round(time.Millisecond)))
+			up := time.Since(time.Unix(0, d.running.Load()))
+			add("sweeper", d.running.Load() != 0 && up < limit, fmt.Sprintf("no sweep yet, %v after the sweeper started", up.Round(time.Millisecond)))
 		} else {
 			age := time.Since(st.Sweep.LastRun)
 			add("sweeper", age < limit, fmt.Sprintf("last sweep %v ago", age.Round(time.Millisecond)))
