@@ -382,35 +382,11 @@ func (cr *containRun) round(ctx context.Context, res *ContainResult) error {
 	stopProbes()
 	time.Sleep(50 * time.Millisecond) // the last answers in flight
 
-	type alert struct {
-		Type     string        `json:"type"`
-		Subtype  string        `json:"subtype"`
-		Attacker string        `json:"attacker"`
-		Time     time.Time     `json:"timestamp"`
-		TTD      time.Duration `json:"time_to_detect"`
+	alerts, byAddr, err := waitScanAlerts(ctx, client, clients)
+	if err != nil {
+		return err
 	}
-	byAddr := map[string]int{}
-	for i, c := range clients {
-		byAddr[c.IPv4.String()] = i
-	}
-	var alerts []alert
 	emitted := make([]time.Time, len(clients))
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		if err := client.Get(ctx, "/api/v1/alerts?limit=10000", &alerts); err != nil {
-			return fmt.Errorf("read alerts: %w", err)
-		}
-		n := 0
-		for _, a := range alerts {
-			if _, ok := byAddr[a.Attacker]; ok && a.Type == "port_scan" {
-				n++
-			}
-		}
-		if n >= len(clients) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 	for _, a := range alerts {
 		i, ok := byAddr[a.Attacker]
 		if !ok || a.Type != "port_scan" {

@@ -229,33 +229,9 @@ func ttdLiveRound(ctx context.Context, l *lab.Lab, wardlined, cfgPath string, li
 	}
 
 	// The alerts: one port_scan per client is expected.
-	type alert struct {
-		Type     string        `json:"type"`
-		Subtype  string        `json:"subtype"`
-		Attacker string        `json:"attacker"`
-		Time     time.Time     `json:"timestamp"`
-		TTD      time.Duration `json:"time_to_detect"`
-	}
-	byAddr := map[string]int{}
-	for i, c := range clients {
-		byAddr[c.IPv4.String()] = i
-	}
-	var alerts []alert
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if err := client.Get(ctx, "/api/v1/alerts?limit=10000", &alerts); err != nil {
-			return fmt.Errorf("read alerts: %w", err)
-		}
-		scans := 0
-		for _, a := range alerts {
-			if _, ok := byAddr[a.Attacker]; ok && a.Type == "port_scan" {
-				scans++
-			}
-		}
-		if scans >= len(clients) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
+	alerts, byAddr, err := waitScanAlerts(ctx, client, clients)
+	if err != nil {
+		return err
 	}
 	scans := 0
 	var round Sample
@@ -322,4 +298,39 @@ func unmountBPFFS(dir string) error {
 		return fmt.Errorf("remove bpffs mountpoint: %w", err)
 	}
 	return nil
+}
+
+// scanAlert is an alert as the live figures read it from the API.
+type scanAlert struct {
+	Type     string        `json:"type"`
+	Subtype  string        `json:"subtype"`
+	Attacker string        `json:"attacker"`
+	Time     time.Time     `json:"timestamp"`
+	TTD      time.Duration `json:"time_to_detect"`
+}
+
+// waitScanAlerts polls the daemon's alerts until every client has a
+// port_scan alert, or for 10 s; byAddr maps a client's address to its
+// index in clients.
+func waitScanAlerts(ctx context.Context, client *mgmt.Client, clients []*lab.Host) (alerts []scanAlert, byAddr map[string]int, err error) {
+	byAddr = map[string]int{}
+	for i, c := range clients {
+		byAddr[c.IPv4.String()] = i
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := client.Get(ctx, "/api/v1/alerts?limit=10000", &alerts); err != nil {
+			return nil, nil, fmt.Errorf("read alerts: %w", err)
+		}
+		scans := 0
+		for _, a := range alerts {
+			if _, ok := byAddr[a.Attacker]; ok && a.Type == "port_scan" {
+				scans++
+			}
+		}
+		if scans >= len(clients) || time.Now().After(deadline) {
+			return alerts, byAddr, nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
