@@ -10,7 +10,6 @@ import (
 
 	"github.com/wardline/wardline/dataplane/event"
 	"github.com/wardline/wardline/detect"
-	"github.com/wardline/wardline/detect/proto"
 )
 
 // The health signals a rollout is judged by, counted per one-second
@@ -227,8 +226,6 @@ type Monitor struct {
 	// (a scan is a burst of failed handshakes), not damage to allowed
 	// traffic.
 	suspects atomic.Pointer[map[netip.Addr]struct{}]
-
-	dns proto.DNSMessage // reused by HandleSnippet (reader goroutine only)
 }
 
 type histEntry struct {
@@ -325,20 +322,18 @@ func (m *Monitor) HandleFlow(f *event.Flow) {
 // setSuspects sets the attackers of recent alerts.
 func (m *Monitor) setSuspects(s map[netip.Addr]struct{}) { m.suspects.Store(&s) }
 
-// HandleSnippet counts DNS responses and their failures.
-func (m *Monitor) HandleSnippet(s *event.Snippet) {
-	if s.Kind != event.SnippetDNS {
-		return
-	}
-	if err := m.dns.Parse(s.Data, s.Key.Proto == event.ProtoTCP); err != nil && len(m.dns.Questions) == 0 {
-		return
-	}
-	if !m.dns.Response {
+// HandleSnippet ignores snippets: DNS outcomes come parsed, through OnDNS.
+func (m *Monitor) HandleSnippet(*event.Snippet) {}
+
+// OnDNS counts DNS responses and their failures (the detection engine's
+// parsed messages: engine.Sinks.DNS).
+func (m *Monitor) OnDNS(ev *detect.DNSEvent) {
+	if !ev.Response {
 		return
 	}
 	b := m.cur.Load()
 	b.dnsResp.Add(1)
-	if rc := m.dns.RCode; rc == 2 || rc == 5 { // SERVFAIL, REFUSED
+	if rc := ev.RCode; rc == 2 || rc == 5 { // SERVFAIL, REFUSED
 		b.dnsFailed.Add(1)
 	}
 }

@@ -2,6 +2,7 @@ package enforce
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -512,5 +513,21 @@ func TestReconcilerVerifyAndOverlaps(t *testing.T) {
 	r.Pass(want, c.t)
 	if !nft.has("203.0.113.7/32", Src) || nft.has("203.0.113.0/24", Src) {
 		t.Fatalf("after the /24 expired: %v", nft.els)
+	}
+}
+
+// TestDNSSignal: responses and their SERVFAIL/REFUSED share come from the
+// engine's parsed messages; questions do not count.
+func TestDNSSignal(t *testing.T) {
+	c := newClock()
+	m, _ := newTestManager(t, c, Config{})
+	for i, rc := range []uint16{0, 2, 5, 3, 0} {
+		m.Monitor().OnDNS(&detect.DNSEvent{Response: true, RCode: rc})
+		m.Monitor().OnDNS(&detect.DNSEvent{QName: fmt.Sprint("q", i)})
+	}
+	c.add(time.Second)
+	m.tick(c.t)
+	if s := m.Monitor().Recent(c.t, 10*time.Second); s.DNSResponses != 5 || s.DNSFailed != 2 {
+		t.Errorf("DNS signal %d responses, %d failed; want 5 and 2", s.DNSResponses, s.DNSFailed)
 	}
 }

@@ -31,6 +31,9 @@ func (d *Daemon) setupDetect() error {
 		}
 	}
 	sinks := engine.Sinks{Alert: d.onAlert}
+	if d.enf != nil {
+		sinks.DNS = d.enf.Monitor().OnDNS // the health signals' DNS failures, parsed once
+	}
 	if c.EVE != "" {
 		f, err := os.OpenFile(c.EVE, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 		if err != nil {

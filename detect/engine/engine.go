@@ -87,6 +87,9 @@ type MaintenanceWindow struct {
 type Sinks struct {
 	Alert func(*detect.Alert)
 	EVE   *eve.Writer // flow, dns, tls, http and alert events
+	// DNS receives every DNS message the engine parsed (after the
+	// detectors), so that others need not parse it again.
+	DNS func(*detect.DNSEvent)
 }
 
 // Engine is the detection engine. Handle* and Flush must be called from one
@@ -458,6 +461,9 @@ func (e *Engine) onDNS(s *event.Snippet) {
 	e.fwd.Annotate(d)
 	for _, o := range e.dnsObs {
 		o.OnDNS(d)
+	}
+	if e.sinks.DNS != nil {
+		e.sinks.DNS(d)
 	}
 	if e.sinks.EVE != nil {
 		k := s.Key
