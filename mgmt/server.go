@@ -44,6 +44,7 @@ type Check struct {
 // Health is the answer of /health.json: healthy when every check passes.
 type Health struct {
 	Healthy    bool    `json:"healthy"`
+	Release    string  `json:"release,omitempty"` // the build answering (see daemon.Release)
 	FirstError string  `json:"first_error,omitempty"`
 	Checks     []Check `json:"checks"`
 }

@@ -74,10 +74,19 @@ type Bridge struct {
 	// Create makes wardlined create the bridge and enslave the ports if
 	// they are not already; with false it only checks.
 	Create bool
+	// WaitForLinks bounds how long wardlined waits at start for the ports
+	// and the management interface to appear (NIC drivers, USB NICs in
+	// particular, may register after the service starts). Default 60s.
+	WaitForLinks time.Duration
 }
+
+// DefaultWaitForLinks is Bridge.WaitForLinks when the config names none.
+const DefaultWaitForLinks = 60 * time.Second
 
 // Management is the separate interface the box is managed through.
 type Management struct {
+	// Interface is a separate NIC, or the bridge itself for in-band
+	// management on boxes with only two ports (rpi4).
 	Interface string
 	Addresses []netip.Prefix // assigned at start if missing; empty: left alone (e.g. DHCP)
 	Listen    netip.AddrPort // management API and /metrics
@@ -130,10 +139,11 @@ type Log struct {
 // raw mirrors the file. Pointers distinguish "absent" from zero.
 type raw struct {
 	Bridge *struct {
-		Name    string `json:"name"`
-		Inside  string `json:"inside"`
-		Outside string `json:"outside"`
-		Create  *bool  `json:"create"`
+		Name         string `json:"name"`
+		Inside       string `json:"inside"`
+		Outside      string `json:"outside"`
+		Create       *bool  `json:"create"`
+		WaitForLinks string `json:"wait_for_links"`
 	} `json:"bridge"`
 	Management *struct {
 		Interface string   `json:"interface"`
@@ -272,7 +282,14 @@ func (r *raw) validate() (*Config, []error) {
 		fail("bridge", "required (name, inside, outside)")
 	} else {
 		b := r.Bridge
-		c.Bridge = Bridge{Name: b.Name, Inside: b.Inside, Outside: b.Outside, Create: b.Create == nil || *b.Create}
+		c.Bridge = Bridge{Name: b.Name, Inside: b.Inside, Outside: b.Outside, Create: b.Create == nil || *b.Create, WaitForLinks: DefaultWaitForLinks}
+		if b.WaitForLinks != "" {
+			if x, err := time.ParseDuration(b.WaitForLinks); err != nil || x < 0 || x > time.Hour {
+				fail("bridge.wait_for_links", "%q is not a duration between 0s and 1h (like \"60s\")", b.WaitForLinks)
+			} else {
+				c.Bridge.WaitForLinks = x
+			}
+		}
 		for _, f := range []struct{ field, v string }{{"bridge.name", b.Name}, {"bridge.inside", b.Inside}, {"bridge.outside", b.Outside}} {
 			if err := checkIfname(f.v); err != nil {
 				fail(f.field, "%v", err)
@@ -293,8 +310,8 @@ func (r *raw) validate() (*Config, []error) {
 		c.Management.Interface = m.Interface
 		if err := checkIfname(m.Interface); err != nil {
 			fail("management.interface", "%v", err)
-		} else if r.Bridge != nil && (m.Interface == r.Bridge.Inside || m.Interface == r.Bridge.Outside || m.Interface == r.Bridge.Name) {
-			fail("management.interface", "%q is part of the bridge; management must be a separate interface", m.Interface)
+		} else if r.Bridge != nil && (m.Interface == r.Bridge.Inside || m.Interface == r.Bridge.Outside) {
+			fail("management.interface", "%q is a bridge port; manage the box on a separate interface or in-band on the bridge (%q)", m.Interface, r.Bridge.Name)
 		}
 		for i, a := range m.Addresses {
 			p, err := netip.ParsePrefix(a)

@@ -15,7 +15,7 @@ func TestReferenceConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Bridge != (Bridge{Name: "br0", Inside: "in0", Outside: "out0", Create: true}) {
+	if c.Bridge != (Bridge{Name: "br0", Inside: "in0", Outside: "out0", Create: true, WaitForLinks: 30 * time.Second}) {
 		t.Errorf("bridge %+v", c.Bridge)
 	}
 	if c.Management.Listen != netip.MustParseAddrPort("198.18.254.1:9100") || len(c.Management.Addresses) != 1 {
@@ -58,16 +58,21 @@ func TestReferenceConfig(t *testing.T) {
 // TestBoardConfigs: the default configuration every board image carries
 // parses and keeps its policies in audit.
 func TestBoardConfigs(t *testing.T) {
-	c, err := Load("../../boards/pc-amd64/wardlined.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(c.Enforce.Policies) == 0 {
-		t.Error("the board config has no policies")
-	}
-	for _, p := range c.Enforce.Policies {
-		if p.Stage != "" && p.Stage != enforce.StageAudit {
-			t.Errorf("policy %s starts in %s; a fresh box starts every policy in audit", p.ID, p.Stage)
+	for _, board := range []string{"pc-amd64", "rpi4"} {
+		c, err := Load("../../boards/" + board + "/wardlined.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(c.Enforce.Policies) == 0 {
+			t.Errorf("%s: the board config has no policies", board)
+		}
+		for _, p := range c.Enforce.Policies {
+			if p.Stage != "" && p.Stage != enforce.StageAudit {
+				t.Errorf("%s: policy %s starts in %s; a fresh box starts every policy in audit", board, p.ID, p.Stage)
+			}
+		}
+		if !strings.HasPrefix(c.Enforce.StateDir, "/perm/") || !strings.HasPrefix(c.Detect.EVE, "/perm/") {
+			t.Errorf("%s: state %q and EVE %q must live on /perm, the only writable file system", board, c.Enforce.StateDir, c.Detect.EVE)
 		}
 	}
 }
@@ -79,7 +84,7 @@ func TestMinimalConfigDefaults(t *testing.T) {
 	}
 	d := c.Dataplane
 	if d.BPFFS != DefaultBPFFS || d.PinDir != DefaultPinDir || d.FlowTableSize != dataplane.DefaultFlowTableSize ||
-		d.SweepInterval != DefaultSweepInterval || !c.Bridge.Create || c.Log.Flows {
+		d.SweepInterval != DefaultSweepInterval || !c.Bridge.Create || c.Bridge.WaitForLinks != DefaultWaitForLinks || c.Log.Flows {
 		t.Errorf("defaults not applied: %+v %+v", c, d)
 	}
 }
@@ -101,8 +106,9 @@ func TestBadConfigs(t *testing.T) {
 		{"no mode", strings.Replace(ok, `"xdp_mode": "generic"`, `"idle_timeout": "1m"`, 1), []string{"dataplane.xdp_mode: required"}},
 		{"bad mode", strings.Replace(ok, `"generic"`, `"auto"`, 1), []string{"dataplane.xdp_mode", `"auto"`}},
 		{"same ports", strings.Replace(ok, `"eth2"`, `"eth1"`, 1), []string{"bridge.outside", "must differ"}},
-		{"mgmt in bridge", strings.Replace(ok, `"interface": "eth0"`, `"interface": "eth1"`, 1), []string{"management.interface", "separate"}},
+		{"mgmt in bridge", strings.Replace(ok, `"interface": "eth0"`, `"interface": "eth1"`, 1), []string{"management.interface", "bridge port", "in-band"}},
 		{"long ifname", strings.Replace(ok, `"br0"`, `"a-very-long-bridge-name"`, 1), []string{"bridge.name", "15 characters"}},
+		{"bad link wait", strings.Replace(ok, `"outside": "eth2"`, `"outside": "eth2", "wait_for_links": "2h"`, 1), []string{"bridge.wait_for_links", "between 0s and 1h"}},
 		{"bad listen", strings.Replace(ok, `198.18.254.1:9100`, `nowhere`, 1), []string{"management.listen", "address:port"}},
 		{"bad duration", strings.Replace(ok, `"generic"`, `"generic", "idle_timeout": "soon"`, 1), []string{"dataplane.idle_timeout", "not a duration"}},
 		{"ring not pow2", strings.Replace(ok, `"generic"`, `"generic", "ring_buffer_bytes": 5000`, 1), []string{"ring_buffer_bytes", "power of two"}},

@@ -20,6 +20,7 @@ import (
 
 	"github.com/wardline/wardline/appliance/bridge"
 	"github.com/wardline/wardline/appliance/config"
+	"github.com/wardline/wardline/appliance/privdrop"
 	"github.com/wardline/wardline/dataplane"
 	"github.com/wardline/wardline/dataplane/event"
 	"github.com/wardline/wardline/detect/engine"
@@ -40,7 +41,16 @@ type Options struct {
 	// Ready, if set, is called once the fast path is attached and the
 	// management API listens.
 	Ready func(*Daemon)
+	// DropCapabilities makes the daemon keep only RuntimeCapabilities once
+	// setup is done (wardlined does by default).
+	DropCapabilities bool
 }
+
+// RuntimeCapabilities are what wardlined needs after setup: netlink and
+// nftables (reconciling sets, steering, NFQUEUE, XDP re-attach), BPF map
+// access, and binding a management port below 1024 if so configured.
+// Everything else, CAP_SYS_ADMIN and CAP_SYS_MODULE included, is dropped.
+var RuntimeCapabilities = privdrop.NewSet(privdrop.CAP_NET_ADMIN, privdrop.CAP_BPF, privdrop.CAP_PERFMON, privdrop.CAP_NET_BIND_SERVICE)
 
 // Daemon is a running wardlined.
 type Daemon struct {
@@ -59,6 +69,8 @@ type Daemon struct {
 	eve     *eve.Writer
 	eveFile *os.File
 	alerts  *recentAlerts
+
+	caps string // capabilities kept after setup, for the status API
 
 	enf   *enforce.Manager
 	nft   *nftset.Backend
@@ -96,22 +108,45 @@ func (d *Daemon) logf(format string, args ...any) { d.opts.Logf(format, args...)
 
 func (d *Daemon) setup() error {
 	c := d.cfg
+	d.logf("wardlined %s starting", Release)
 	if err := CheckKernel(c, d.opts.Logf); err != nil {
+		return permanent(err)
+	}
+	// In-band management lives on the bridge, which is set up first.
+	inband := c.Management.Interface == c.Bridge.Name
+	links := []string{c.Bridge.Inside, c.Bridge.Outside}
+	if !inband {
+		links = append(links, c.Management.Interface)
+	}
+	if err := waitForLinks(links, c.Bridge.WaitForLinks, d.opts.Logf); err != nil {
 		return err
 	}
-	changes, err := bridge.SetupManagement(c.Management)
-	if err != nil {
-		return fmt.Errorf("set up management interface: %w", err)
+	setupMgmt := func() error {
+		changes, err := bridge.SetupManagement(c.Management)
+		if err != nil {
+			return fmt.Errorf("set up management interface: %w", err)
+		}
+		for _, ch := range changes {
+			d.logf("management: %s", ch)
+		}
+		return nil
 	}
-	for _, ch := range changes {
-		d.logf("management: %s", ch)
+	if !inband {
+		if err := setupMgmt(); err != nil {
+			return err
+		}
 	}
-	changes, err = bridge.Setup(c.Bridge)
+	changes, err := bridge.Setup(c.Bridge)
 	if err != nil {
 		return fmt.Errorf("set up bridge: %w", err)
 	}
 	for _, ch := range changes {
 		d.logf("bridge: %s", ch)
+	}
+	if inband {
+		if err := setupMgmt(); err != nil {
+			return err
+		}
 	}
 
 	if err := dataplane.MountBPFFS(c.Dataplane.BPFFS, c.Dataplane.PinDir); err != nil {
@@ -172,6 +207,17 @@ func (d *Daemon) setup() error {
 		d.closeDetect()
 		d.rd.Close()
 		return err
+	}
+	d.caps = "all (not dropped)"
+	if d.opts.DropCapabilities {
+		// A failure here leaves the daemon more privileged than it should
+		// be, but forwarding works: say so loudly rather than stop.
+		if err := privdrop.Drop(RuntimeCapabilities); err != nil {
+			d.logf("capabilities: NOT dropped: %v", err)
+		} else {
+			d.caps = RuntimeCapabilities.String()
+			d.logf("capabilities: kept only %s on every thread (bounding set too, no_new_privs)", d.caps)
+		}
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/wardline/wardline/appliance/daemon"
 	"github.com/wardline/wardline/dataplane"
 	"github.com/wardline/wardline/lab"
 	"github.com/wardline/wardline/mgmt"
@@ -42,7 +43,12 @@ func TestMain(m *testing.M) {
 			}
 			defer os.RemoveAll(dir)
 			wardlinedBin = filepath.Join(dir, "wardlined")
-			out, err := exec.Command("go", "build", "-o", wardlinedBin, "../cmd/wardlined").CombinedOutput()
+			// CGO_ENABLED=0 as in the image: wardlined then drops its
+			// capabilities after setup, so every lab test below also checks
+			// that daemon.RuntimeCapabilities suffice.
+			build := exec.Command("go", "build", "-o", wardlinedBin, "../cmd/wardlined")
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+			out, err := build.CombinedOutput()
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "build wardlined: %v\n%s", err, out)
 				return 1
@@ -187,6 +193,12 @@ func TestDaemonLifecycle(t *testing.T) {
 
 	// Management API: status, recent flows, metrics.
 	var st struct {
+		Release      string `json:"release"`
+		Capabilities string `json:"capabilities"`
+		Ports        []struct {
+			Interface string `json:"interface"`
+			TxPackets uint64 `json:"tx_packets"`
+		} `json:"ports"`
 		Attachments []struct {
 			Interface string `json:"interface"`
 			Mode      string `json:"mode"`
@@ -200,6 +212,28 @@ func TestDaemonLifecycle(t *testing.T) {
 	}
 	if len(st.Attachments) != 2 || st.Attachments[0].Reused || st.Counters["rx_packets"] == 0 {
 		t.Errorf("status %+v", st)
+	}
+	if st.Release != "dev" || len(st.Ports) != 2 || st.Ports[0].TxPackets == 0 || st.Ports[1].TxPackets == 0 {
+		t.Errorf("status: release %q, ports %+v; want dev (unstamped) and both ports forwarding", st.Release, st.Ports)
+	}
+	// Capabilities after setup: only the runtime set, on every thread.
+	if st.Capabilities != daemon.RuntimeCapabilities.String() {
+		t.Errorf("status: capabilities %q, want %q", st.Capabilities, daemon.RuntimeCapabilities.String())
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", d.PID))
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the thread exited
+		}
+		want := fmt.Sprintf("CapEff:\t%016x", uint64(daemon.RuntimeCapabilities))
+		if !strings.Contains(string(b), want) || !strings.Contains(string(b), fmt.Sprintf("CapBnd:\t%016x", uint64(daemon.RuntimeCapabilities))) {
+			t.Errorf("%s: want %s and the same bounding set:\n%s", f, want, b)
+			break
+		}
+	}
+	if len(tasks) < 2 {
+		t.Errorf("found %d threads of wardlined (pid %d)", len(tasks), d.PID)
 	}
 	links := map[string]uint32{}
 	for _, a := range st.Attachments {
@@ -387,6 +421,13 @@ func TestDaemonBadConfig(t *testing.T) {
 	out, err := exec.Command(wardlinedBin, "-config", cfg, "-check").CombinedOutput()
 	if err == nil {
 		t.Fatal("bad config accepted")
+	}
+	// 125: gokrazy's supervisor does not restart it (a restart cannot help).
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != daemon.ExitPermanent {
+		t.Errorf("bad config: %v, want exit status %d", err, daemon.ExitPermanent)
+	}
+	if err := exec.Command(wardlinedBin, "-no-such-flag").Run(); err == nil || err.(*exec.ExitError).ExitCode() != daemon.ExitUsage {
+		t.Errorf("bad flag: %v, want exit status %d", err, daemon.ExitUsage)
 	}
 	for _, want := range []string{"bridge.outside", "management.listen", "dataplane.xdp_mode"} {
 		if !strings.Contains(string(out), want) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netlink"
 
 	"github.com/wardline/wardline/appliance/bridge"
 	"github.com/wardline/wardline/dataplane"
@@ -61,7 +62,9 @@ func (d *Daemon) Health() mgmt.Health {
 		pending, size := d.rd.Pending(), int(d.dp.Options().RingBytes)
 		add("event reader", pending < size*9/10, fmt.Sprintf("%d of %d ring bytes pending", pending, size))
 	}
-	return mgmt.NewHealth(checks)
+	h := mgmt.NewHealth(checks)
+	h.Release = Release
+	return h
 }
 
 func (d *Daemon) attachments() []dataplane.Attachment {
@@ -72,15 +75,18 @@ func (d *Daemon) attachments() []dataplane.Attachment {
 
 // Status is the answer of /api/v1/status.
 type Status struct {
-	Started     time.Time             `json:"started"`
-	Bridge      string                `json:"bridge"`
-	Mode        dataplane.Mode        `json:"xdp_mode"`
-	PinDir      string                `json:"pin_dir"`
-	Attachments []AttachmentStatus    `json:"attachments"`
-	Counters    map[string]uint64     `json:"counters"`
-	Flows       FlowTableStatus       `json:"flow_table"`
-	Reader      dataplane.ReaderStats `json:"reader"`
-	Error       string                `json:"error,omitempty"`
+	Release      string                `json:"release"`
+	Capabilities string                `json:"capabilities"`
+	Started      time.Time             `json:"started"`
+	Bridge       string                `json:"bridge"`
+	Mode         dataplane.Mode        `json:"xdp_mode"`
+	PinDir       string                `json:"pin_dir"`
+	Attachments  []AttachmentStatus    `json:"attachments"`
+	Counters     map[string]uint64     `json:"counters"`
+	Ports        []PortStatus          `json:"ports"`
+	Flows        FlowTableStatus       `json:"flow_table"`
+	Reader       dataplane.ReaderStats `json:"reader"`
+	Error        string                `json:"error,omitempty"`
 }
 
 // AttachmentStatus describes one port.
@@ -93,6 +99,19 @@ type AttachmentStatus struct {
 	LinkID    uint32 `json:"link_id"`
 }
 
+// PortStatus is a bridge port's kernel counters. A port's tx_packets grow
+// with what the bridge forwards out of it: an updater takes growth on both
+// ports as proof that the box forwards in both directions.
+type PortStatus struct {
+	Interface string `json:"interface"`
+	Role      string `json:"role"`
+	RxPackets uint64 `json:"rx_packets"`
+	TxPackets uint64 `json:"tx_packets"`
+	RxDropped uint64 `json:"rx_dropped"`
+	TxDropped uint64 `json:"tx_dropped"`
+	Error     string `json:"error,omitempty"`
+}
+
 // FlowTableStatus summarises the flow table.
 type FlowTableStatus struct {
 	Size      uint32    `json:"size"`
@@ -103,11 +122,20 @@ type FlowTableStatus struct {
 
 // Status reports the daemon's state.
 func (d *Daemon) Status() Status {
-	s := Status{Started: d.started, Bridge: d.cfg.Bridge.Name, Mode: d.cfg.Dataplane.Mode, PinDir: d.cfg.Dataplane.PinDir,
+	s := Status{Release: Release, Capabilities: d.caps, Started: d.started, Bridge: d.cfg.Bridge.Name, Mode: d.cfg.Dataplane.Mode, PinDir: d.cfg.Dataplane.PinDir,
 		Counters: map[string]uint64{}, Reader: d.rd.Stats()}
 	for _, a := range d.attachments() {
 		s.Attachments = append(s.Attachments, AttachmentStatus{Interface: a.Ifname, Ifindex: a.Ifindex, Role: a.Role.String(),
 			Mode: string(a.Mode), Reused: a.Reused, LinkID: a.LinkID})
+	}
+	for _, p := range []struct{ name, role string }{{d.cfg.Bridge.Inside, "inside"}, {d.cfg.Bridge.Outside, "outside"}} {
+		ps := PortStatus{Interface: p.name, Role: p.role}
+		if l, err := netlink.LinkByName(p.name); err != nil {
+			ps.Error = err.Error()
+		} else if st := l.Attrs().Statistics; st != nil {
+			ps.RxPackets, ps.TxPackets, ps.RxDropped, ps.TxDropped = st.RxPackets, st.TxPackets, st.RxDropped, st.TxDropped
+		}
+		s.Ports = append(s.Ports, ps)
 	}
 	st, err := d.dp.Stats()
 	if err != nil {
