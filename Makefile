@@ -9,13 +9,17 @@ PKGS    := ./...
 # uniquely named namespaces, so packages may run in parallel.
 TESTFLAGS ?= -count=1 -p 2 -timeout 25m
 
-.PHONY: all deps generate vmlinux build test test-short lint bench demo eval fuzz clean kernel image boot-test
+.PHONY: all deps generate vmlinux build test test-short lint bench demo eval fuzz clean kernel image boot-test update
 
-# Debian packages the tests, the demo and the benchmarks use.
+# Debian packages `make image` and the QEMU boot test use.
+IMAGE_DEBS := qemu-system-x86 jq e2fsprogs util-linux
+
+# Debian packages the tests (the boot test included), the demo and the
+# benchmarks use.
 DEBS := make git ca-certificates clang llvm libbpf-dev bpftool \
 	iproute2 iputils-ping ethtool nftables util-linux \
 	dnsmasq-base dnsutils curl openssl tcpdump iperf3 netsniff-ng libndpi-bin \
-	gcc libnetfilter-queue-dev iptables
+	gcc libnetfilter-queue-dev iptables $(IMAGE_DEBS)
 
 all: build
 
@@ -44,17 +48,33 @@ kernel:
 GOK_VERSION := v0.0.0-20260109180632-8ed49b4fafc7
 IMAGEDIR    ?= /var/tmp/wardline-image
 
-# Debian packages `make image` and `make boot-test` use.
-IMAGE_DEBS := qemu-system-x86 jq e2fsprogs util-linux
+BOOTTESTFLAGS ?= -count=1 -v -timeout 20m
 
-## boot-test: boot the pc-amd64 image under QEMU (TCG) with three NICs and wait for the management API (root; ~40 s; not yet in make test, see images/doc.go)
+## boot-test: the QEMU end-to-end test alone: boot the pc-amd64 image as the lab's box; bridge, detect, block, update, roll back (root; ~5 min; make test runs it too)
 boot-test:
-	apt-get install -y --no-install-recommends $(IMAGE_DEBS) >/dev/null
-	$(GO) test -tags bootimage -count=1 -v -timeout 10m ./images/
+	$(GO) test -tags bootimage $(BOOTTESTFLAGS) ./images/
 
-## image: full gokrazy disk image for BOARD with /perm formatted and the default config in place (root; work files in IMAGEDIR; needs jq, e2fsprogs, util-linux)
+IMG ?= $(IMAGEDIR)/wardline-$(BOARD).img
+
+## image: full gokrazy disk image for BOARD (IMG) with /perm formatted and the default config in place (root; work files in IMAGEDIR; needs jq, e2fsprogs, util-linux)
 image:
-	GO=$(GO) GOK_VERSION=$(GOK_VERSION) IMAGEDIR=$(IMAGEDIR) boards/image.sh $(BOARD)
+	GO=$(GO) GOK_VERSION=$(GOK_VERSION) IMAGEDIR=$(IMAGEDIR) IMG=$(IMG) boards/image.sh $(BOARD)
+
+# The box `make update` talks to: gokrazy's address (host, [fe80::…%iface])
+# and wardlined's management API. PREVIOUS (optional) is the image the box
+# runs now; a rollback then restores its kernel too.
+BOX     ?=
+API     ?= http://198.18.254.1:9100
+PREVIOUS ?=
+UPDATEFLAGS ?=
+
+## update: build BOARD's image and push it to the box at BOX: A/B root, test boot, kept only if healthy and forwarding, else rolled back (see appliance/update)
+update: image
+	@test -n "$(BOX)" || { echo "make update: set BOX=<gokrazy address of the box>" >&2; exit 2; }
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./appliance/cmd/wardline
+	$(BIN)/wardline update -image $(IMG) -box '$(BOX)' -api $(API) \
+		-password-file $(IMAGEDIR)/gokrazy/$(BOARD)/http-password.txt \
+		$(if $(PREVIOUS),-previous $(PREVIOUS)) $(UPDATEFLAGS)
 
 ## vmlinux: refresh bpf/include/vmlinux.h from the running kernel's BTF (committed)
 vmlinux:
@@ -70,9 +90,10 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-## test: lint, then every test (root netns integration tests included when root)
+## test: lint, then every test (root netns integration tests included when root), then the QEMU end-to-end test of the image
 test: lint
 	$(GO) test $(TESTFLAGS) $(PKGS)
+	$(GO) test -tags bootimage $(BOOTTESTFLAGS) ./images/
 
 ## test-short: pure-Go and packet-table tests only
 test-short:
@@ -99,6 +120,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzXDP -fuzztime $(FUZZTIME) ./dataplane/
 	for f in FuzzParseDNS FuzzParseClientHello FuzzParseHTTPRequest FuzzStratum FuzzQUICInitial; do \
 		$(GO) test -run XXX -fuzz $$f -fuzztime $(FUZZTIME) ./detect/proto/ || exit 1; done
+	$(GO) test -run XXX -fuzz FuzzReadPartitions -fuzztime $(FUZZTIME) ./appliance/update/
 	for p in ./detect/pcap/ ./detect/dnstunnel/ ./detect/dga/; do \
 		for f in $$($(GO) test -list 'Fuzz.*' $$p | grep ^Fuzz); do \
 			$(GO) test -run XXX -fuzz $$f -fuzztime $(FUZZTIME) $$p || exit 1; done; done

@@ -1,13 +1,14 @@
-// Package images holds the boot tests of Wardline's appliance images: they
-// build a board's gokrazy image (boards/image.sh), boot it under QEMU with
-// its NICs attached to taps in throwaway network namespaces, and talk to
-// the booted appliance from there. The package has no non-test code; see
-// boot_test.go (issue 5, "QEMU end-to-end test").
+// Package images holds the end-to-end test of Wardline's appliance image
+// (issue 5): TestBootImage builds the pc-amd64 gokrazy image
+// (boards/image.sh), boots it under QEMU (TCG; no KVM on the CI machines)
+// as the box of a full lab (package lab) with its three NICs patched
+// through taps to the lab's management network, office switch and
+// router, and then checks, from the lab's hosts, that it boots, passes its
+// kernel-option check, bridges, detects a port scan, blocks the scanner
+// once the policy is promoted to enforce, takes a good update and rolls a
+// broken one back (appliance/update).
 //
-// The tests carry the build tag bootimage and run with `make boot-test`
-// (root, QEMU from IMAGE_DEBS), not yet in `make test`/CI: the image boots
-// under TCG to a healthy management API in ~22 s (kernel ~5 s, bridge
-// forwarding ~9 s), but the test has run only a few times so far; the
-// traffic, detection, blocking and update parts of issue 5's end-to-end
-// test come next.
+// The test carries the build tag bootimage; `make test` runs it after the
+// other tests, and `make boot-test` runs it alone. brokend is the
+// deliberately broken daemon the rollback test installs.
 package images
