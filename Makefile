@@ -9,7 +9,7 @@ PKGS    := ./...
 # uniquely named namespaces, so packages may run in parallel.
 TESTFLAGS ?= -count=1 -p 2 -timeout 25m
 
-.PHONY: all deps generate vmlinux build test test-short lint bench demo eval fuzz clean kernel image boot-test update
+.PHONY: all deps generate vmlinux build test test-short lint bench demo eval fuzz clean kernel image boot-test bench-image update
 
 # Debian packages `make image` and the QEMU boot test use.
 IMAGE_DEBS := qemu-system-x86 jq e2fsprogs util-linux
@@ -49,6 +49,14 @@ GOK_VERSION := v0.0.0-20260109180632-8ed49b4fafc7
 IMAGEDIR    ?= /var/tmp/wardline-image
 
 BOOTTESTFLAGS ?= -count=1 -v -timeout 20m
+
+RUNS ?= 3
+
+## bench-image: the QEMU end-to-end test RUNS times; boot, image, update and rollback figures (min/median/max) for docs/benchmarks.md
+bench-image:
+	$(GO) test -tags bootimage -run TestBootImage -count=$(RUNS) -v -timeout 60m ./images/ > $(IMAGEDIR)/bench-image.log 2>&1 || \
+		{ tail -50 $(IMAGEDIR)/bench-image.log; exit 1; }
+	images/figures.sh $(IMAGEDIR)/bench-image.log
 
 ## boot-test: the QEMU end-to-end test alone: boot the pc-amd64 image as the lab's box; bridge, detect, block, update, roll back (root; ~5 min; make test runs it too)
 boot-test:

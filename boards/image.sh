@@ -115,6 +115,14 @@ builddir_replace "$wardlined_pkg" "$module" "$repo"
 	cp "$repo/go.sum" "$inst/builddir/$wardlined_pkg/go.sum"
 kpkg=$(jq -r .KernelPackage "$inst/config.json")
 builddir_replace "$kpkg" "$kpkg" "$boarddir/kernel"
+# gokrazy's own modules at the versions in boards/gokrazy-pins.txt.
+while read -r pkg modver; do
+	case "$pkg" in '' | '#'*) continue ;; esac
+	bd=$inst/builddir/$pkg
+	mkdir -p "$bd"
+	[ -f "$bd/go.mod" ] || (cd "$bd" && $GO mod init "gokrazy/build/$board" >/dev/null 2>&1)
+	(cd "$bd" && $GO mod edit -require="$modver")
+done <"$repo/boards/gokrazy-pins.txt"
 
 # 4. The full image.
 echo "== gok overwrite --full $img ($image_bytes bytes)"

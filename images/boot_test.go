@@ -16,9 +16,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/wardline/wardline/appliance/update"
 	"github.com/wardline/wardline/lab"
 	"github.com/wardline/wardline/mgmt"
 )
@@ -129,6 +131,7 @@ func TestBootImage(t *testing.T) {
 	cfg := b.labConfig(work)
 	img := filepath.Join(work, "wardline-a.img")
 	b.makeImage(img, "e2e-"+sfx+"-a", cfg, "")
+	imageFigures(t, img)
 	pw, err := os.ReadFile(filepath.Join(imageDir, "gokrazy", board, "http-password.txt"))
 	if err != nil {
 		t.Fatal(err)
@@ -215,13 +218,18 @@ func TestBootImage(t *testing.T) {
 		b.fatalf("good update: %v\n%s", err, out)
 	}
 	b.release("e2e-" + sfx + "-b")
+	good := updateResult(t, out)
+	figure(t, "update_push_s", good.Push)
+	figure(t, "update_healthy_after_test_boot_s", good.Healthy)
+	figure(t, "update_confirm_reboot_s", good.Confirm)
+	figure(t, "update_total_s", good.Push+good.Healthy+good.Confirm)
 	if err := fetch(c3, web); err == nil {
 		b.fatalf("the block on client3 did not survive the update (state on /perm)")
 	}
 	if err := fetch(c2, web); err != nil {
 		b.fatalf("client2 cannot reach the web server after the update: %v", err)
 	}
-	t.Logf("good update: %s", lastLine(out))
+	t.Logf("good update: %s → %s in %v", good.From, good.To, (good.Push + good.Healthy + good.Confirm).Round(100*time.Millisecond))
 
 	imgC := filepath.Join(work, "wardline-c.img")
 	b.makeImage(imgC, "e2e-"+sfx+"-c", cfg, "github.com/wardline/wardline/images/brokend")
@@ -230,11 +238,14 @@ func TestBootImage(t *testing.T) {
 		b.fatalf("broken update: %v, want it rolled back for lack of forwarding:\n%s", err, out)
 	}
 	b.release("e2e-" + sfx + "-b")
+	bad := updateResult(t, out)
+	figure(t, "rollback_s", bad.Rollback)
+	figure(t, "broken_update_total_s", bad.Push+60*time.Second+bad.Rollback)
 	b.eventually(30*time.Second, "client2 reaches the web server after the rollback", func() error { return fetch(c2, web) })
 	if err := fetch(c3, web); err == nil {
 		b.fatalf("the block on client3 did not survive the rollback")
 	}
-	t.Logf("broken update rolled back: %s", lastLine(out))
+	t.Logf("broken update rolled back: %s", bad.Reason)
 }
 
 // patchBoxToTaps wires the box namespace's ports (mgmt0, in0, out0) each
@@ -294,6 +305,7 @@ func (b *box) makeImage(img, release, cfg, pkg string) {
 		b.t.Fatalf("make image BOARD=%s (release %s): %v\n%s", board, release, err, tail(string(out), 30))
 	}
 	b.t.Logf("image %s (release %s) built in %v", filepath.Base(img), release, time.Since(start).Round(100*time.Millisecond))
+	figure(b.t, "image_build_warm_s", time.Since(start))
 }
 
 func (b *box) startQEMU(qemu, img string, taps []*os.File) {
@@ -391,6 +403,7 @@ func (b *box) waitBooted(powerOn time.Time) {
 		}
 	}
 	b.t.Logf("boot time (power-on to %s/health.json answering): %v; release %s", apiBase, healthAt.Round(100*time.Millisecond), h.Release)
+	figure(b.t, "boot_s", healthAt)
 	for _, c := range h.Checks {
 		if !c.OK {
 			b.t.Logf("health at first answer: check %s fails: %s", c.Name, c.Detail)
@@ -462,7 +475,7 @@ func (b *box) update(wardline, img, previous string, timeout time.Duration) (str
 		"-image", img, "-previous", previous,
 		"-box", fmt.Sprintf("[%s%%%s]", guestLinkLocal, lab.HostIface),
 		"-password-file", filepath.Join(imageDir, "gokrazy", board, "http-password.txt"),
-		"-api", apiBase, "-timeout", timeout.String(), "-window", "5s", "-min-forwarded", "3")
+		"-api", apiBase, "-timeout", timeout.String(), "-window", "5s", "-min-forwarded", "3", "-json")
 	out, err := cmd.CombinedOutput()
 	os.WriteFile(filepath.Join(b.artifacts, "update-"+filepath.Base(img)+".log"), out, 0o644)
 	b.t.Logf("wardline update %s: %v after %v:\n%s", filepath.Base(img), err, time.Since(start).Round(100*time.Millisecond), tail(string(out), 12))
@@ -516,7 +529,35 @@ func keepFetching(h, web *lab.Host) (stop func()) {
 	return func() { done.Store(true); wg.Wait() }
 }
 
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
+// updateResult decodes the JSON line `wardline update -json` ends with.
+func updateResult(t *testing.T, out string) update.Result {
+	t.Helper()
+	lines := strings.Split(out, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.HasPrefix(lines[i], "{") {
+			var r update.Result
+			if err := json.Unmarshal([]byte(lines[i]), &r); err != nil {
+				t.Fatalf("wardline update -json: %v: %s", err, lines[i])
+			}
+			return r
+		}
+	}
+	t.Fatalf("wardline update -json printed no JSON line:\n%s", out)
+	return update.Result{}
 }
+
+// figure logs one measured figure in the form `make bench-image` collects.
+func figure(t *testing.T, name string, d time.Duration) {
+	t.Logf("FIGURE %s %.1f", name, d.Seconds())
+}
+
+// imageFigures logs the image's apparent and allocated size.
+func imageFigures(t *testing.T, img string) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(img, &st); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("FIGURE image_apparent_mib %.1f", float64(st.Size)/(1<<20))
+	t.Logf("FIGURE image_allocated_mib %.1f", float64(st.Blocks*512)/(1<<20))
+}
+

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -28,6 +29,7 @@ func runUpdate(ctx context.Context, args []string) error {
 	window := fs.Duration("window", 10*time.Second, "forwarding-progress window")
 	minFwd := fs.Uint64("min-forwarded", 1, "packets each bridge port must send within -window")
 	force := fs.Bool("force", false, "update even if the box already runs the image's release")
+	asJSON := fs.Bool("json", false, "end with the result as one JSON line (outcome, releases, bytes, durations in ns)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -60,6 +62,10 @@ func runUpdate(ctx context.Context, args []string) error {
 	fmt.Printf("update %s → %s: %s; pushed %d bytes in %v, healthy %v after the test boot, %v after the confirming reboot, rollback %v\n",
 		res.From, res.To, outcome(res, err), res.Pushed, res.Push.Round(100*time.Millisecond),
 		res.Healthy.Round(100*time.Millisecond), res.Confirm.Round(100*time.Millisecond), res.Rollback.Round(100*time.Millisecond))
+	if *asJSON {
+		j, _ := json.Marshal(res)
+		fmt.Printf("%s\n", j)
+	}
 	return err
 }
 

@@ -78,16 +78,20 @@ var ErrRolledBack = errors.New("update rolled back")
 
 // Result reports an update and its timings.
 type Result struct {
-	From, To string // releases before and (attempted) after
-	Outcome  Outcome
-	Reason   string // why it was rolled back
-	Pushed   int64  // bytes streamed to the box
+	From    string  `json:"from"` // releases before and (attempted) after
+	To      string  `json:"to"`
+	Outcome Outcome `json:"outcome"`
+	Reason  string  `json:"reason,omitempty"` // why it was rolled back
+	Pushed  int64   `json:"pushed_bytes"`     // bytes streamed to the box
 	// Push is the time to stream root, boot and MBR; Healthy from the
 	// reboot until the new release was healthy and forwarding; Confirm
 	// from making it permanent until it was healthy and forwarding again
 	// after the confirming reboot; Rollback from the decision to roll
 	// back until the old release was healthy and forwarding again.
-	Push, Healthy, Confirm, Rollback time.Duration
+	Push     time.Duration `json:"push_ns"`
+	Healthy  time.Duration `json:"healthy_ns"`
+	Confirm  time.Duration `json:"confirm_ns"`
+	Rollback time.Duration `json:"rollback_ns"`
 }
 
 func (o *Options) defaults() {
