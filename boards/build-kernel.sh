@@ -3,11 +3,15 @@
 # gokrazy kernel package (a Go module directory) into boards/BOARD/kernel/
 # (issue 5; recipe in ../shared/docs/platform.md, "Own kernel for the images").
 #
-#   base config  = the stock gokrazy kernel's own config (extract-ikconfig)
+#   base config  = the stock gokrazy kernel's own config (extract-ikconfig;
+#                  kernel.amd64 for pc-amd64, kernel.rpi for rpi4), with
+#                  every module (=m) turned off: the package ships none
 #   + boards/BOARD/kernel.config       (what the appliance needs, annotated)
 #   + boards/BOARD/kernel.trim.config  (what it does not need)
 #   -> make olddefconfig -> every "=y" of both files must be =y, every
-#      "is not set" must be unset -> make bzImage -> package.
+#      "is not set" must be unset -> make bzImage (pc-amd64) or Image and
+#      the Pi 4 device trees (rpi4, cross-compiled with
+#      gcc-aarch64-linux-gnu) -> package.
 #
 # Environment: KBUILD (work dir, default /var/tmp/wardline-kbuild: source tree and build
 # output live there, never in the repository), KERNEL_DEBS (Debian packages),
@@ -20,22 +24,34 @@ KBUILD=${KBUILD:-/var/tmp/wardline-kbuild}
 KERNEL_DEBS=${KERNEL_DEBS:-linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev dwarves cpio kmod zstd}
 JOBS=${JOBS:-$(nproc)}
 SRCPKG=linux-source-6.1
-# MAX_VMLINUZ: gokrazy's BIOS MBR loader cannot load a larger kernel.
-MAX_VMLINUZ=15000000
 
 case "$BOARD" in
 pc-amd64)
 	ARCH=x86_64
 	TARGET=bzImage
+	# gokrazy's BIOS MBR loader cannot load a larger kernel.
+	MAX_VMLINUZ=15000000
 	IMAGE=arch/x86/boot/bzImage
 	# The stock kernel whose config is the base, pinned so that a rebuild is
 	# reproducible; bump it deliberately.
+	DTBS=()
 	BASE_MOD=github.com/gokrazy/kernel.amd64@v0.0.0-20260705070735-de680abf072b
 	;;
 rpi4)
-	echo "build-kernel.sh: rpi4 (arm64) is config-only for now: boards/rpi4/kernel.config" >&2
-	echo "(needs a cross toolchain, the gokrazy kernel.rpi base config, Image + dtbs in the package)" >&2
-	exit 2
+	# Cross-built on the (amd64) build host. The base config is the stock
+	# Raspberry Pi kernel's (gokrazy/kernel.rpi, built from the Pi fork);
+	# the source stays Debian's mainline 6.1, so the device trees are the
+	# mainline ones built here, not the fork's.
+	ARCH=arm64
+	export CROSS_COMPILE=aarch64-linux-gnu-
+	KERNEL_DEBS="$KERNEL_DEBS gcc-aarch64-linux-gnu"
+	TARGET="Image broadcom/bcm2711-rpi-4-b.dtb broadcom/bcm2711-rpi-400.dtb broadcom/bcm2711-rpi-cm4-io.dtb"
+	IMAGE=arch/arm64/boot/Image
+	DTBS=(broadcom/bcm2711-rpi-4-b.dtb broadcom/bcm2711-rpi-400.dtb broadcom/bcm2711-rpi-cm4-io.dtb)
+	# The Pi firmware loads the uncompressed Image; no BIOS-loader limit,
+	# but keep the FAT boot partition (100 MB, two kernels) comfortable.
+	MAX_VMLINUZ=60000000
+	BASE_MOD=github.com/gokrazy/kernel.rpi@v0.0.0-20251127164438-9778ec0261de
 	;;
 *)
 	echo "build-kernel.sh: unknown board $BOARD (boards: pc-amd64, rpi4)" >&2
@@ -75,7 +91,11 @@ trap 'rm -rf "$scratch"' EXIT
 basedir=$(cd "$scratch" && go mod init scratch >/dev/null 2>&1 && go mod download -json "$BASE_MOD" |
 	sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 [ -f "$basedir/vmlinuz" ] || { echo "build-kernel: no vmlinuz in $BASE_MOD ($basedir)" >&2; exit 1; }
-"$SRC/scripts/extract-ikconfig" "$basedir/vmlinuz" > "$OUT/base.config"
+# Modules the base builds (=m; the stock rpi kernel ships lib/modules) are
+# turned off: the package ships none. What the appliance needs is =y in the
+# addenda.
+"$SRC/scripts/extract-ikconfig" "$basedir/vmlinuz" |
+	sed -E 's/^(CONFIG_[A-Za-z0-9_]+)=m$/# \1 is not set/' > "$OUT/base.config"
 
 # 4. base + addenda -> olddefconfig. Rewrite .config only when its inputs
 # changed, so a rebuild without changes is a no-op make.
@@ -83,6 +103,13 @@ cat "$OUT/base.config" "${ADDENDA[@]}" > "$OUT/wanted.config"
 if ! cmp -s "$OUT/wanted.config" "$OUT/wanted.config.used" || [ ! -f "$OUT/.config" ]; then
 	cp "$OUT/wanted.config" "$OUT/.config"
 	make -s -C "$SRC" O="$OUT" ARCH="$ARCH" olddefconfig
+	# Options new in this source that default to =m are turned off too (the
+	# package ships no modules); repeat until nothing is =m.
+	for _ in 1 2 3; do
+		grep -qE '^CONFIG_[A-Za-z0-9_]+=m$' "$OUT/.config" || break
+		sed -i -E 's/^(CONFIG_[A-Za-z0-9_]+)=m$/# \1 is not set/' "$OUT/.config"
+		make -s -C "$SRC" O="$OUT" ARCH="$ARCH" olddefconfig
+	done
 	cp "$OUT/wanted.config" "$OUT/wanted.config.used"
 fi
 
@@ -109,13 +136,14 @@ log "make -j$JOBS $TARGET (a clean build takes ~30 min on 2 cores)"
 kind=clean
 [ -f "$OUT/vmlinux" ] && kind=incremental
 start=$(date +%s)
-make -s -C "$SRC" O="$OUT" ARCH="$ARCH" -j"$JOBS" "$TARGET"
+# shellcheck disable=SC2086 # TARGET is a list
+make -s -C "$SRC" O="$OUT" ARCH="$ARCH" -j"$JOBS" $TARGET
 secs=$(( $(date +%s) - start ))
 release=$(make -s -C "$SRC" O="$OUT" ARCH="$ARCH" kernelrelease)
 size=$(stat -c %s "$OUT/$IMAGE")
 log "built $release in ${secs}s ($kind build): $IMAGE $size bytes"
 if [ "$size" -ge "$MAX_VMLINUZ" ]; then
-	echo "build-kernel: vmlinuz is $size bytes, gokrazy's BIOS loader needs < $MAX_VMLINUZ: trim more" >&2
+	echo "build-kernel: vmlinuz is $size bytes, the limit for $BOARD is $MAX_VMLINUZ: trim more" >&2
 	exit 1
 fi
 
@@ -127,7 +155,17 @@ cp "$OUT/$IMAGE" "$PKG/vmlinuz"
 cp "$OUT/.config" "$PKG/config"
 cp "$basedir/cmdline.txt" "$PKG/cmdline.txt"
 chmod 0644 "$PKG/cmdline.txt" # read-only in the module cache
-: > "$PKG/config.txt"
+for dtb in "${DTBS[@]}"; do
+	cp "$OUT/arch/$ARCH/boot/dts/$dtb" "$PKG/$(basename "$dtb")"
+done
+if [ -s "$basedir/config.txt" ]; then
+	# The Pi firmware's config.txt (arm_control, kernel=vmlinuz, enable_uart
+	# which gok flips for a serial console).
+	cp "$basedir/config.txt" "$PKG/config.txt"
+	chmod 0644 "$PKG/config.txt"
+else
+	: > "$PKG/config.txt"
+fi
 cp "$OUT/modules.builtin" "$OUT/modules.builtin.modinfo" "$PKG/lib/modules/$release/"
 cat > "$PKG/go.mod" <<GOMOD
 module github.com/wardline/wardline/boards/$BOARD/kernel
@@ -148,6 +186,7 @@ base:      $BASE_MOD (config via extract-ikconfig)
 addenda:   ${ADDENDA[*]#$REPO/}
 build:     make -j$JOBS $TARGET, ${secs}s ($kind build) on $(nproc) cores, $(date -u +%Y-%m-%d)
 vmlinuz:   $size bytes
+dtbs:      ${DTBS[*]:-none}
 INFO
 log "package written to ${PKG#$REPO/}"
 cat "$PKG/build.txt"

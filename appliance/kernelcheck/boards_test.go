@@ -74,15 +74,33 @@ func TestBoardAddendaAgree(t *testing.T) {
 
 // The committed pc-amd64 kernel has every option wardlined needs with nft
 // and inspection, BTF and the JIT, and fits the boot loader.
-func TestBoardKernelPCAMD64(t *testing.T) {
-	pkg := filepath.Join(boardsDir, "pc-amd64", "kernel")
+// TestBoardKernels checks each committed kernel package against what
+// wardlined needs, its addenda, and the package layout gok expects.
+func TestBoardKernels(t *testing.T) {
+	for _, b := range []struct {
+		board   string
+		max     int64    // vmlinuz size limit
+		extra   []string // files the package must hold besides vmlinuz
+		imageOf string   // what `file` would call vmlinuz; checked by magic
+	}{
+		// gokrazy's BIOS MBR loader cannot load a larger kernel.
+		{"pc-amd64", maxVmlinuz, nil, "bzImage"},
+		// The Pi firmware loads the arm64 Image and the mainline device trees.
+		{"rpi4", 60000000, []string{"bcm2711-rpi-4-b.dtb", "bcm2711-rpi-400.dtb", "bcm2711-rpi-cm4-io.dtb"}, "arm64"},
+	} {
+		t.Run(b.board, func(t *testing.T) { checkBoardKernel(t, b.board, b.max, b.extra, b.imageOf) })
+	}
+}
+
+func checkBoardKernel(t *testing.T, board string, max int64, extra []string, imageOf string) {
+	pkg := filepath.Join(boardsDir, board, "kernel")
 	f, err := os.Open(filepath.Join(pkg, "config"))
 	if errors.Is(err, os.ErrNotExist) {
 		_, verr := os.Stat(filepath.Join(pkg, "vmlinuz"))
 		if verr == nil && os.Getenv("CI") == "1" {
-			t.Fatalf("%s/vmlinuz is committed without its config: rerun `make kernel BOARD=pc-amd64` and commit both", pkg)
+			t.Fatalf("%s/vmlinuz is committed without its config: rerun `make kernel BOARD=%s` and commit both", pkg, board)
 		}
-		t.Skipf("%s/config not there: the kernel artifact is not built yet (make kernel BOARD=pc-amd64)", pkg)
+		t.Skipf("%s/config not there: the kernel artifact is not built yet (make kernel BOARD=%s)", pkg, board)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -102,14 +120,16 @@ func TestBoardKernelPCAMD64(t *testing.T) {
 			t.Errorf("CONFIG_%s=%q, want y", name, got)
 		}
 	}
-	// Everything the addendum sets held through olddefconfig.
-	for name, want := range addendumOptions(t, filepath.Join(boardsDir, "pc-amd64", "kernel.config")) {
-		got := cfg[name]
-		if want == "n" && got == "" {
-			continue
-		}
-		if got != want {
-			t.Errorf("CONFIG_%s=%q in the built config, the addendum wants %q", name, got, want)
+	// Everything the addenda set held through olddefconfig.
+	for _, addendum := range []string{"kernel.config", "kernel.trim.config"} {
+		for name, want := range addendumOptions(t, filepath.Join(boardsDir, board, addendum)) {
+			got := cfg[name]
+			if want == "n" && got == "" {
+				continue
+			}
+			if got != want {
+				t.Errorf("CONFIG_%s=%q in the built config, %s wants %q", name, got, addendum, want)
+			}
 		}
 	}
 	for name, v := range cfg {
@@ -118,14 +138,24 @@ func TestBoardKernelPCAMD64(t *testing.T) {
 		}
 	}
 
-	st, err := os.Stat(filepath.Join(pkg, "vmlinuz"))
+	vmlinuz, err := os.ReadFile(filepath.Join(pkg, "vmlinuz"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Size() >= maxVmlinuz {
-		t.Errorf("vmlinuz is %d bytes, gokrazy's BIOS loader needs < %d", st.Size(), maxVmlinuz)
+	if int64(len(vmlinuz)) >= max {
+		t.Errorf("vmlinuz is %d bytes, the limit for %s is %d", len(vmlinuz), board, max)
 	}
-	for _, name := range []string{"cmdline.txt", "config.txt", "kernel.go"} {
+	switch imageOf {
+	case "bzImage": // "HdrS" at 0x202
+		if len(vmlinuz) < 0x206 || string(vmlinuz[0x202:0x206]) != "HdrS" {
+			t.Errorf("vmlinuz is not an x86 bzImage")
+		}
+	case "arm64": // "ARM\x64" at 56
+		if len(vmlinuz) < 60 || string(vmlinuz[56:60]) != "ARM\x64" {
+			t.Errorf("vmlinuz is not an arm64 Image")
+		}
+	}
+	for _, name := range append([]string{"cmdline.txt", "config.txt", "kernel.go"}, extra...) {
 		if _, err := os.Stat(filepath.Join(pkg, name)); err != nil {
 			t.Error(err)
 		}
@@ -138,7 +168,7 @@ func TestBoardKernelPCAMD64(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "module github.com/wardline/wardline/boards/pc-amd64/kernel\n"; !strings.HasPrefix(string(gomod), want) {
+	if want := "module github.com/wardline/wardline/boards/" + board + "/kernel\n"; !strings.HasPrefix(string(gomod), want) {
 		t.Errorf("go.mod starts %q, want %q (a nested module, outside the main module's ./...)", strings.SplitN(string(gomod), "\n", 2)[0], want)
 	}
 }

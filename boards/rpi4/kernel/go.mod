@@ -1,0 +1,3 @@
+module github.com/wardline/wardline/boards/rpi4/kernel
+
+go 1.22
