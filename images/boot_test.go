@@ -560,4 +560,3 @@ func imageFigures(t *testing.T, img string) {
 	t.Logf("FIGURE image_apparent_mib %.1f", float64(st.Size)/(1<<20))
 	t.Logf("FIGURE image_allocated_mib %.1f", float64(st.Blocks*512)/(1<<20))
 }
-
