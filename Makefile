@@ -58,7 +58,7 @@ bench-image:
 		{ tail -50 $(IMAGEDIR)/bench-image.log; exit 1; }
 	images/figures.sh $(IMAGEDIR)/bench-image.log
 
-## boot-test: the QEMU end-to-end test alone: boot the pc-amd64 image as the lab's box; bridge, detect, block, update, roll back (root; ~5 min; make test runs it too)
+## boot-test: the QEMU end-to-end test alone: boot the pc-amd64 image as the lab's box; bridge, detect, block, update, roll back, guard (root; ~10 min; make test runs it too)
 boot-test:
 	$(GO) test -tags bootimage $(BOOTTESTFLAGS) ./images/
 

@@ -25,6 +25,7 @@
 #   WARDLINED_PKG    the Go package installed as /user/wardlined; default this
 #                    checkout's appliance/cmd/wardlined (the update test swaps
 #                    in a deliberately broken one)
+#   GUARD_DEADLINE   wardline-guard's -deadline (default: the board config's)
 set -euo pipefail
 
 board=${1:?usage: image.sh BOARD}
@@ -96,7 +97,9 @@ jq --arg pw "$(cat "$inst/http-password.txt")" --arg daemon "$daemon_pkg" --arg 
 	| .Packages = [.Packages[] | if . == $daemon then $pkg else . end]
 	| .PackageConfig[$pkg] = (.PackageConfig[$daemon] + {GoBuildFlags: [$ldflags]}
 		+ (if $pkg == $daemon then {} else {Basename: "wardlined"} end))
-	| if $pkg == $daemon then . else del(.PackageConfig[$daemon]) end' \
+	| if $pkg == $daemon then . else del(.PackageConfig[$daemon]) end
+	| if $guard == "" then . else .PackageConfig[$guardpkg].CommandLineFlags = ["-deadline", $guard] end' \
+	--arg guard "${GUARD_DEADLINE:-}" --arg guardpkg "$module/appliance/cmd/wardline-guard" \
 	"$boarddir/gokrazy-config.json" >"$inst/config.json.tmp"
 mv "$inst/config.json.tmp" "$inst/config.json"
 
@@ -110,9 +113,12 @@ builddir_replace() { # PKG MODULE DIR
 	fi
 	(cd "$bd" && $GO mod edit -require="$2@v0.0.0-00010101000000-000000000000" -replace="$2=$3")
 }
-builddir_replace "$wardlined_pkg" "$module" "$repo"
-[ -f "$inst/builddir/$wardlined_pkg/go.sum" ] ||
-	cp "$repo/go.sum" "$inst/builddir/$wardlined_pkg/go.sum"
+# Every package of this module the image holds (wardlined or its
+# replacement, wardline-guard) is built from this checkout.
+for pkg in $(jq -r --arg m "$module/" '.Packages[] | select(startswith($m))' "$inst/config.json"); do
+	builddir_replace "$pkg" "$module" "$repo"
+	[ -f "$inst/builddir/$pkg/go.sum" ] || cp "$repo/go.sum" "$inst/builddir/$pkg/go.sum"
+done
 kpkg=$(jq -r .KernelPackage "$inst/config.json")
 builddir_replace "$kpkg" "$kpkg" "$boarddir/kernel"
 # gokrazy's own modules at the versions in boards/gokrazy-pins.txt.

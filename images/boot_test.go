@@ -3,6 +3,7 @@
 package images
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -41,6 +42,10 @@ const (
 	crashLoop = "gokrazy: attempt 4,"
 	// The default config's policy for office hosts that scan.
 	scanPolicy = "contain-office-scanners"
+	// wardline-guard's deadline in the test's images (GUARD_DEADLINE):
+	// longer than the broken update's 60 s gate plus its rollback, shorter
+	// than the boards' 10m so that the test ends.
+	guardDeadline = 3 * time.Minute
 )
 
 func TestMain(m *testing.M) {
@@ -90,7 +95,9 @@ type box struct {
 //     survives it (state on /perm);
 //  6. an update with a deliberately broken daemon (alive, claims to be
 //     healthy, does not forward) is rolled back automatically, and the
-//     previous release forwards again.
+//     previous release forwards again;
+//  7. if the updater disappears right after rebooting the box into that
+//     broken release, the box's guard reverts it on its own.
 //
 // On failure the serial log, QEMU's output and wardlined's log stay in a
 // directory named in the output, and their tails are printed.
@@ -213,7 +220,7 @@ func TestBootImage(t *testing.T) {
 	}
 	imgB := filepath.Join(work, "wardline-b.img")
 	b.makeImage(imgB, "e2e-"+sfx+"-b", cfg, "")
-	out, err := b.update(wardline, imgB, img, 3*time.Minute)
+	out, err := b.update(wardline, imgB, img, 90*time.Second)
 	if err != nil {
 		b.fatalf("good update: %v\n%s", err, out)
 	}
@@ -246,6 +253,62 @@ func TestBootImage(t *testing.T) {
 		b.fatalf("the block on client3 did not survive the rollback")
 	}
 	t.Logf("broken update rolled back: %s", bad.Reason)
+
+	// 8. The updater disappears right after rebooting the box into the
+	// broken release: nobody confirms the test boot, so the box's own
+	// guard (wardline-guard, deadline guardDeadline) reboots it into the
+	// previous release.
+	gone := time.Now()
+	out = b.updateAndVanish(wardline, imgC)
+	b.eventually(guardDeadline+2*time.Minute, "the box back on the previous release after the guard's deadline", func() error {
+		h, err := b.api.Health(context.Background())
+		if err != nil {
+			return err
+		}
+		if h.Release != "e2e-"+sfx+"-b" || !h.Healthy {
+			return fmt.Errorf("release %s, healthy %v", h.Release, h.Healthy)
+		}
+		return fetch(c2, web)
+	})
+	figure(t, "guard_revert_s", time.Since(gone))
+	if err := fetch(c3, web); err == nil {
+		b.fatalf("the block on client3 did not survive the guard's revert")
+	}
+	t.Logf("updater gone after the reboot into the broken release: the guard reverted the box in %v", time.Since(gone).Round(100*time.Millisecond))
+}
+
+// updateAndVanish starts `wardline update` and kills it as soon as it has
+// rebooted the box into the test boot, as a laptop going to sleep would.
+func (b *box) updateAndVanish(wardline, img string) string {
+	b.t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", b.l.Host("mgmt").NS, wardline, "update",
+		"-image", img, "-box", fmt.Sprintf("[%s%%%s]", guestLinkLocal, lab.HostIface),
+		"-password-file", filepath.Join(imageDir, "gokrazy", board, "http-password.txt"),
+		"-api", apiBase, "-timeout", "60s", "-guard-deadline", guardDeadline.String())
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		b.t.Fatal(err)
+	}
+	var out strings.Builder
+	sc := bufio.NewScanner(pipe)
+	for sc.Scan() {
+		out.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "rebooting into") {
+			time.Sleep(2 * time.Second) // the reboot request is out
+			cmd.Process.Kill()
+			break
+		}
+	}
+	cmd.Wait()
+	b.t.Logf("wardline update %s, killed after the reboot:\n%s", filepath.Base(img), tail(out.String(), 8))
+	if !strings.Contains(out.String(), "rebooting into") {
+		b.fatalf("wardline update never rebooted the box:\n%s", out.String())
+	}
+	return out.String()
 }
 
 // patchBoxToTaps wires the box namespace's ports (mgmt0, in0, out0) each
@@ -300,7 +363,7 @@ func (b *box) makeImage(img, release, cfg, pkg string) {
 	start := time.Now()
 	cmd := exec.Command("make", "image", "BOARD="+board, "IMG="+img)
 	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "RELEASE="+release, "WARDLINED_CONFIG="+cfg, "WARDLINED_PKG="+pkg)
+	cmd.Env = append(os.Environ(), "RELEASE="+release, "WARDLINED_CONFIG="+cfg, "WARDLINED_PKG="+pkg, "GUARD_DEADLINE="+guardDeadline.String())
 	if out, err := cmd.CombinedOutput(); err != nil {
 		b.t.Fatalf("make image BOARD=%s (release %s): %v\n%s", board, release, err, tail(string(out), 30))
 	}
@@ -475,7 +538,8 @@ func (b *box) update(wardline, img, previous string, timeout time.Duration) (str
 		"-image", img, "-previous", previous,
 		"-box", fmt.Sprintf("[%s%%%s]", guestLinkLocal, lab.HostIface),
 		"-password-file", filepath.Join(imageDir, "gokrazy", board, "http-password.txt"),
-		"-api", apiBase, "-timeout", timeout.String(), "-window", "5s", "-min-forwarded", "3", "-json")
+		"-api", apiBase, "-timeout", timeout.String(), "-window", "5s", "-min-forwarded", "3", "-json",
+		"-guard-deadline", guardDeadline.String())
 	out, err := cmd.CombinedOutput()
 	os.WriteFile(filepath.Join(b.artifacts, "update-"+filepath.Base(img)+".log"), out, 0o644)
 	b.t.Logf("wardline update %s: %v after %v:\n%s", filepath.Base(img), err, time.Since(start).Round(100*time.Millisecond), tail(string(out), 12))

@@ -6,7 +6,8 @@
 // router, and then checks, from the lab's hosts, that it boots, passes its
 // kernel-option check, bridges, detects a port scan, blocks the scanner
 // once the policy is promoted to enforce, takes a good update and rolls a
-// broken one back (appliance/update).
+// broken one back (appliance/update), and reverts the broken one by itself
+// (wardline-guard) when the updater is killed after the reboot.
 //
 // The test carries the build tag bootimage; `make test` runs it after the
 // other tests, and `make boot-test` runs it alone. brokend is the

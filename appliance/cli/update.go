@@ -29,6 +29,7 @@ func runUpdate(ctx context.Context, args []string) error {
 	window := fs.Duration("window", 10*time.Second, "forwarding-progress window")
 	minFwd := fs.Uint64("min-forwarded", 1, "packets each bridge port must send within -window")
 	force := fs.Bool("force", false, "update even if the box already runs the image's release")
+	guard := fs.Duration("guard-deadline", 10*time.Minute, "the box's wardline-guard -deadline (the image's; -timeout must end well before it)")
 	asJSON := fs.Bool("json", false, "end with the result as one JSON line (outcome, releases, bytes, durations in ns)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -49,7 +50,7 @@ func runUpdate(ctx context.Context, args []string) error {
 		return fmt.Errorf("wardline update: %w", err)
 	}
 	defer im.Close()
-	o := update.Options{Image: im, Box: boxURL, API: *api, Timeout: *timeout, Window: *window, MinForwarded: *minFwd, Force: *force,
+	o := update.Options{Image: im, Box: boxURL, API: *api, Timeout: *timeout, Window: *window, MinForwarded: *minFwd, Force: *force, GuardDeadline: *guard,
 		Client: &http.Client{Timeout: 10 * time.Minute}, // streams the root file system
 		Logf:   func(f string, a ...any) { fmt.Printf(f+"\n", a...) }}
 	if *previous != "" {

@@ -59,6 +59,11 @@ type Options struct {
 	// MinForwarded is how many packets each bridge port must send (the
 	// bridge forwarding out of it) within Window; default 1.
 	MinForwarded uint64
+	// GuardDeadline is the box's wardline-guard -deadline: an unconfirmed
+	// test boot is rebooted into the previous release after it. Timeout
+	// must leave room before it (a guard reboot while the updater restores
+	// the boot partition would leave it half-written). Default 10m.
+	GuardDeadline time.Duration
 	// Force updates even if the box already runs Image's release.
 	Force bool
 	Logf  func(format string, args ...any)
@@ -107,6 +112,9 @@ func (o *Options) defaults() {
 	if o.MinForwarded == 0 {
 		o.MinForwarded = 1
 	}
+	if o.GuardDeadline == 0 {
+		o.GuardDeadline = 10 * time.Minute
+	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
@@ -123,6 +131,10 @@ func (o *Options) defaults() {
 func Run(ctx context.Context, o Options) (Result, error) {
 	o.defaults()
 	res := Result{To: o.Image.Release}
+	if o.Timeout+o.Window+time.Minute > o.GuardDeadline {
+		return res, fmt.Errorf("update: -timeout %v (+ the %v window and a minute to roll back) does not end before the box's guard reboots an unconfirmed test boot (%v)",
+			o.Timeout, o.Window, o.GuardDeadline)
+	}
 	h, err := getHealth(ctx, o.Client, o.API)
 	switch {
 	case err != nil:

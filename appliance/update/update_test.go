@@ -317,3 +317,42 @@ func TestInsertTestboot(t *testing.T) {
 		t.Errorf("no command line: %d, %v", n, err)
 	}
 }
+
+func TestGuard(t *testing.T) {
+	dir := t.TempDir()
+	write := func(s string) string {
+		p := filepath.Join(dir, "cmdline")
+		os.WriteFile(p, []byte(s), 0o644)
+		return p
+	}
+	var reboots int
+	o := GuardOptions{Deadline: 100 * time.Millisecond, Reboot: func() error { reboots++; return nil }}
+
+	// A normal boot: nothing to guard, at once.
+	o.Cmdline = write("root=PARTUUID=x/PARTNROFF=1 init=/gokrazy/init gokrazy.switch_on_boot=1\n")
+	start := time.Now()
+	if err := Guard(context.Background(), o); err != nil || reboots != 0 || time.Since(start) > 50*time.Millisecond {
+		t.Fatalf("normal boot: %v, %d reboots after %v; want nil, none, at once", err, reboots, time.Since(start))
+	}
+
+	// A test boot not confirmed: reboot after the deadline.
+	o.Cmdline = write("root=PARTUUID=x/PARTNROFF=1 init=/gokrazy/init gokrazy.try_boot_inactive=1\n")
+	start = time.Now()
+	if err := Guard(context.Background(), o); err != nil || reboots != 1 || time.Since(start) < 100*time.Millisecond {
+		t.Fatalf("test boot: %v, %d reboots after %v; want one after the 100ms deadline", err, reboots, time.Since(start))
+	}
+
+	// Stopped before the deadline (the updater's confirming reboot stops
+	// every service): no reboot of its own.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	o.Deadline = time.Hour
+	if err := Guard(ctx, o); err == nil || reboots != 1 {
+		t.Fatalf("stopped: %v, %d reboots; want ctx's error and no new reboot", err, reboots)
+	}
+
+	o.Cmdline = filepath.Join(dir, "missing")
+	if err := Guard(context.Background(), o); err == nil || !strings.Contains(err.Error(), "command line") {
+		t.Fatalf("missing cmdline: %v", err)
+	}
+}
