@@ -6,20 +6,19 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"github.com/vishvananda/netns"
 
 	"github.com/wardline/wardline/dataplane"
 	"github.com/wardline/wardline/detect"
 	"github.com/wardline/wardline/enforce"
 	"github.com/wardline/wardline/enforce/nftset"
 	"github.com/wardline/wardline/enforce/xdpset"
+	"github.com/wardline/wardline/lab"
 )
 
 // Verdicts of the fast path (XDP_DROP, XDP_PASS).
@@ -39,28 +38,6 @@ func needRoot(t *testing.T) {
 		t.Fatalf("CI runs as root: this test must not be skipped (euid %d)", os.Geteuid())
 	}
 	t.Skipf("skipping: needs root for BPF maps, network namespaces and nftables (euid %d; CI runs as root)", os.Geteuid())
-}
-
-// throwawayNetns creates an unnamed network namespace that lives while the
-// handle is open; the creating thread is never unlocked, so Go discards it.
-func throwawayNetns(t *testing.T) netns.NsHandle {
-	t.Helper()
-	type result struct {
-		h   netns.NsHandle
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		h, err := netns.New()
-		ch <- result{h, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("create network namespace: %v", r.err)
-	}
-	t.Cleanup(func() { r.h.Close() })
-	return r.h
 }
 
 // udpFrame is a UDP frame from src to 192.0.2.1.
@@ -124,7 +101,12 @@ func TestTTLChurn(t *testing.T) {
 	}
 	defer d.Close()
 	xb := xdpset.New(d.Lists())
-	nb, err := nftset.Open(nftset.Config{NetNSFd: int(throwawayNetns(t)), Create: true})
+	ns, err := lab.UnnamedNetns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	nb, err := nftset.Open(nftset.Config{NetNSFd: int(ns), Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -345,6 +345,22 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// ConnectScan connect()s to TCP ports first..last-1 of target from the
+// host, one after another with timeout each, as a simple port scanner
+// does (closed ports answer with a reset), and returns how many were open.
+func (h *Host) ConnectScan(target netip.Addr, first, last int, timeout time.Duration) (open int, err error) {
+	err = h.Do(func() error {
+		for p := first; p < last; p++ {
+			if c, err := net.DialTimeout("tcp", netip.AddrPortFrom(target, uint16(p)).String(), timeout); err == nil {
+				c.Close()
+				open++
+			}
+		}
+		return nil
+	})
+	return open, err
+}
+
 // HTTPClient returns an HTTP client whose connections are opened inside the
 // host's namespace (the socket keeps the namespace it was created in, so
 // the rest of the client runs anywhere).

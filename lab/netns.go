@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -248,4 +249,21 @@ func sendSignal(pid int, sig syscall.Signal) error {
 		return nil
 	}
 	return err
+}
+
+// UnnamedNetns creates a network namespace with no name and no bind
+// mount: it lives as long as the returned handle is open. Benchmarks and
+// tests use it for state nothing else may see (an nft table). The thread
+// that created it is discarded, so the calling process stays where it was.
+func UnnamedNetns() (netns.NsHandle, error) {
+	var h netns.NsHandle
+	err := onNewThread(func() error {
+		var err error
+		h, err = netns.New()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("create network namespace: %w", err)
+	}
+	return h, nil
 }

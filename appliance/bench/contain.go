@@ -113,41 +113,15 @@ func Contain(ctx context.Context, opts Options) (res *ContainResult, err error) 
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the time-to-contain figure needs root (a lab with wardlined)")
 	}
-	wardlined := opts.Wardlined
-	if wardlined == "" {
-		w, err := wardlineBinary(opts.Wardline)
-		if err != nil {
-			return nil, err
-		}
-		wardlined = filepath.Join(filepath.Dir(w), "wardlined")
-	}
-	if _, err := os.Stat(wardlined); err != nil {
-		return nil, fmt.Errorf("wardlined binary: %w (run `make build` first)", err)
-	}
-	for _, tool := range []string{"ip", "dnsmasq"} {
-		if _, err := lookPath(tool); err != nil {
-			return nil, fmt.Errorf("the lab needs %s: %w (apt-get install iproute2 dnsmasq-base)", tool, err)
-		}
-	}
-	start := time.Now()
-	l, err := lab.Up(ctx, lab.Config{Clients: opts.containClients, NoBoxBridge: true, Logf: opts.Logf})
+	wardlined, err := wardlinedBinary(opts)
 	if err != nil {
-		return nil, fmt.Errorf("lab up: %w", err)
-	}
-	bpffs := filepath.Join("/run/wardline", "bpffs-"+l.ID)
-	defer func() {
-		if derr := l.Down(); derr != nil {
-			err = errors.Join(err, derr)
-		}
-		if uerr := unmountBPFFS(bpffs); uerr != nil {
-			err = errors.Join(err, uerr)
-		}
-	}()
-	opts.Logf("contain: lab %s with %d clients up in %v", l.ID, opts.containClients, time.Since(start).Round(time.Millisecond))
-	pinDir := filepath.Join(bpffs, "wardline")
-	if err := dataplane.MountBPFFS(bpffs, pinDir); err != nil {
 		return nil, err
 	}
+	l, pinDir, down, err := daemonLab(ctx, "contain", opts.containClients, opts.Logf)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, down()) }()
 	cr := &containRun{l: l, wardlined: wardlined, pinDir: pinDir, state: filepath.Join(l.Dir, "wardline-state"),
 		cfg: filepath.Join(l.Dir, "wardlined.json"), listen: netip.AddrPortFrom(l.Box.MgmtAddr, 9100), opts: opts}
 	conf := fmt.Sprintf(`{
@@ -159,7 +133,7 @@ func Contain(ctx context.Context, opts Options) (res *ContainResult, err error) 
     "policies": [{"id": %q, "match": {"types": ["port_scan"]}, "action": "block", "ttl": "10m", "scope": "xdp", "stage": "enforce"}]},
   "log": {"flows": false, "alerts": true}
 }
-`, l.Box.Inside, l.Box.Outside, l.Box.Mgmt, cr.listen, res.XDPMode, bpffs, pinDir, l.Host("router").IPv4.String()+"/32", l.Resolver.String()+"/32",
+`, l.Box.Inside, l.Box.Outside, l.Box.Mgmt, cr.listen, res.XDPMode, filepath.Dir(pinDir), pinDir, l.Host("router").IPv4.String()+"/32", l.Resolver.String()+"/32",
 		cr.state, containPolicy)
 	if err := os.WriteFile(cr.cfg, []byte(conf), 0o644); err != nil {
 		return nil, fmt.Errorf("write wardlined config: %w", err)

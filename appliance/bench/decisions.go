@@ -11,13 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/wardline/wardline/dataplane"
 	"github.com/wardline/wardline/detect"
 	"github.com/wardline/wardline/enforce"
 	"github.com/wardline/wardline/enforce/nftset"
 	"github.com/wardline/wardline/enforce/xdpset"
+	"github.com/wardline/wardline/lab"
 )
 
 // TargetDecisionsPerSec is issue 4's bound on decisions per second into
@@ -189,7 +188,12 @@ func decMeasure(ctx context.Context, name string, sz decOpts, res *DecisionsResu
 		if name == PathNFTBigBatch {
 			batch = sz.bigBatch
 		}
-		lb, err := nftset.LoadBench(ctx, sz.n, batch)
+		ns, err := lab.UnnamedNetns()
+		if err != nil {
+			return err
+		}
+		lb, err := nftset.LoadBench(ctx, int(ns), sz.n, batch)
+		ns.Close()
 		if err != nil {
 			return err
 		}
@@ -267,17 +271,7 @@ func decXDP(p *DecisionPath, n, batch int) error {
 		}
 	}
 	p.add(n, time.Since(start))
-	start = time.Now()
-	got, err := b.Elements()
-	if err != nil {
-		return err
-	}
-	p.Read.add(time.Since(start).Seconds())
-	p.ReadBack = append(p.ReadBack, len(got))
-	if len(got) != n {
-		return fmt.Errorf("loaded %d elements, read back %d", n, len(got))
-	}
-	return nil
+	return decReadBack(p, b, n)
 }
 
 // timedBackend is a real backend whose Apply calls are timed.
@@ -303,7 +297,7 @@ func decBackend(nft bool) (*timedBackend, func(), error) {
 		}
 		return &timedBackend{Backend: xdpset.New(d.Lists())}, func() { d.Close() }, nil
 	}
-	ns, err := throwawayNetns()
+	ns, err := lab.UnnamedNetns()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -313,27 +307,6 @@ func decBackend(nft bool) (*timedBackend, func(), error) {
 		return nil, nil, err
 	}
 	return &timedBackend{Backend: b}, func() { b.Close(); ns.Close() }, nil
-}
-
-// throwawayNetns creates an unnamed network namespace that lives while
-// the handle is open; the thread that created it is never unlocked, so
-// Go discards it and the process stays where it was.
-func throwawayNetns() (netns.NsHandle, error) {
-	type result struct {
-		h   netns.NsHandle
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		h, err := netns.New()
-		if err != nil {
-			err = fmt.Errorf("create network namespace: %w", err)
-		}
-		ch <- result{h, err}
-	}()
-	r := <-ch
-	return r.h, r.err
 }
 
 // benchGuardrails let the figure's decisions through (the defaults cap new
@@ -391,7 +364,7 @@ func decReadBack(p *DecisionPath, b enforce.Backend, n int) error {
 	p.Read.add(time.Since(start).Seconds())
 	p.ReadBack = append(p.ReadBack, len(got))
 	if len(got) != n {
-		return fmt.Errorf("%d decisions made, the backend holds %d elements", n, len(got))
+		return fmt.Errorf("%d decisions loaded, the backend holds %d elements", n, len(got))
 	}
 	return nil
 }

@@ -122,41 +122,15 @@ const scanThreshold = 25
 
 // ttdLive runs wardlined in a lab and has the office clients scan.
 func ttdLive(ctx context.Context, opts Options, res *TTDResult) (err error) {
-	wardlined := opts.Wardlined
-	if wardlined == "" {
-		w, err := wardlineBinary(opts.Wardline)
-		if err != nil {
-			return err
-		}
-		wardlined = filepath.Join(filepath.Dir(w), "wardlined")
-	}
-	if _, err := os.Stat(wardlined); err != nil {
-		return fmt.Errorf("wardlined binary: %w (run `make build` first)", err)
-	}
-	for _, tool := range []string{"ip", "dnsmasq"} {
-		if _, err := lookPath(tool); err != nil {
-			return fmt.Errorf("the lab needs %s: %w (apt-get install iproute2 dnsmasq-base)", tool, err)
-		}
-	}
-	start := time.Now()
-	l, err := lab.Up(ctx, lab.Config{Clients: opts.ttdClients, NoBoxBridge: true, Logf: opts.Logf})
+	wardlined, err := wardlinedBinary(opts)
 	if err != nil {
-		return fmt.Errorf("lab up: %w", err)
-	}
-	bpffs := filepath.Join("/run/wardline", "bpffs-"+l.ID)
-	defer func() {
-		if derr := l.Down(); derr != nil {
-			err = errors.Join(err, derr)
-		}
-		if uerr := unmountBPFFS(bpffs); uerr != nil {
-			err = errors.Join(err, uerr)
-		}
-	}()
-	opts.Logf("ttd live: lab %s with %d clients up in %v", l.ID, opts.ttdClients, time.Since(start).Round(time.Millisecond))
-	pinDir := filepath.Join(bpffs, "wardline")
-	if err := dataplane.MountBPFFS(bpffs, pinDir); err != nil {
 		return err
 	}
+	l, pinDir, down, err := daemonLab(ctx, "ttd live", opts.ttdClients, opts.Logf)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, down()) }()
 	listen := netip.AddrPortFrom(l.Box.MgmtAddr, 9100)
 	cfgPath := filepath.Join(l.Dir, "wardlined.json")
 	cfg := fmt.Sprintf(`{
@@ -167,7 +141,7 @@ func ttdLive(ctx context.Context, opts Options, res *TTDResult) (err error) {
   "enforce": {"state_dir": %q},
   "log": {"flows": false, "alerts": true}
 }
-`, l.Box.Inside, l.Box.Outside, l.Box.Mgmt, listen, res.XDPMode, bpffs, pinDir, l.Host("router").IPv4.String()+"/32", l.Resolver.String()+"/32",
+`, l.Box.Inside, l.Box.Outside, l.Box.Mgmt, listen, res.XDPMode, filepath.Dir(pinDir), pinDir, l.Host("router").IPv4.String()+"/32", l.Resolver.String()+"/32",
 		filepath.Join(l.Dir, "wardline-state"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return fmt.Errorf("write wardlined config: %w", err)
@@ -333,4 +307,46 @@ func waitScanAlerts(ctx context.Context, client *mgmt.Client, clients []*lab.Hos
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// wardlinedBinary is opts.Wardlined, or the wardlined next to the wardline
+// binary, which must exist.
+func wardlinedBinary(opts Options) (string, error) {
+	wardlined := opts.Wardlined
+	if wardlined == "" {
+		w, err := wardlineBinary(opts.Wardline)
+		if err != nil {
+			return "", err
+		}
+		wardlined = filepath.Join(filepath.Dir(w), "wardlined")
+	}
+	if _, err := os.Stat(wardlined); err != nil {
+		return "", fmt.Errorf("wardlined binary: %w (run `make build` first)", err)
+	}
+	return wardlined, nil
+}
+
+// daemonLab brings up a lab for a wardlined under test (no box bridge: the
+// daemon builds it) and a bpffs for its pins mounted in the root mount
+// namespace (`ip netns exec` would give the daemon a private one, and the
+// pins would vanish with it). down tears both down.
+func daemonLab(ctx context.Context, what string, clients int, logf func(string, ...any)) (l *lab.Lab, pinDir string, down func() error, err error) {
+	for _, tool := range []string{"ip", "dnsmasq"} {
+		if _, err := lookPath(tool); err != nil {
+			return nil, "", nil, fmt.Errorf("the lab needs %s: %w (apt-get install iproute2 dnsmasq-base)", tool, err)
+		}
+	}
+	start := time.Now()
+	l, err = lab.Up(ctx, lab.Config{Clients: clients, NoBoxBridge: true, Logf: logf})
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("lab up: %w", err)
+	}
+	bpffs := filepath.Join("/run/wardline", "bpffs-"+l.ID)
+	down = func() error { return errors.Join(l.Down(), unmountBPFFS(bpffs)) }
+	logf("%s: lab %s with %d clients up in %v", what, l.ID, clients, time.Since(start).Round(time.Millisecond))
+	pinDir = filepath.Join(bpffs, "wardline")
+	if err := dataplane.MountBPFFS(bpffs, pinDir); err != nil {
+		return nil, "", nil, errors.Join(err, down())
+	}
+	return l, pinDir, down, nil
 }

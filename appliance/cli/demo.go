@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -145,14 +144,7 @@ func labDemo(ctx context.Context, args []string) error {
 	client.Token, client.User = strings.TrimSpace(string(tok)), "demo"
 	scan := func(h *lab.Host) error {
 		fmt.Printf("  %s$ (connect scan of 100 ports of %s)\n", h.Role, web.IPv4)
-		h.Do(func() error {
-			for p := 2000; p < 2100; p++ {
-				if c, err := net.DialTimeout("tcp", netip.AddrPortFrom(web.IPv4, uint16(p)).String(), 300*time.Millisecond); err == nil {
-					c.Close()
-				}
-			}
-			return nil
-		})
+		h.ConnectScan(web.IPv4, 2000, 2100, 300*time.Millisecond)
 		time.Sleep(300 * time.Millisecond)
 		var alerts []struct {
 			Type, Subtype, Signature string

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -41,17 +40,7 @@ func (b *box) enforceConfig(t *testing.T, more string) {
 // scan connect-scans 40 closed ports of the web host from h.
 func (b *box) scan(t *testing.T, h *lab.Host) {
 	t.Helper()
-	web := b.l.Host("web").IPv4
-	err := h.Do(func() error {
-		for p := 2000; p < 2040; p++ {
-			c, err := net.DialTimeout("tcp", netip.AddrPortFrom(web, uint16(p)).String(), 300*time.Millisecond)
-			if err == nil {
-				c.Close()
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if _, err := h.ConnectScan(b.l.Host("web").IPv4, 2000, 2040, 300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -467,16 +466,7 @@ func TestDaemonDetectsLive(t *testing.T) {
 	attacker := b.l.Host("client1")
 	web := b.l.Host("web").IPv4
 	// A connect scan of 60 ports: closed ones answer with a reset.
-	err := attacker.Do(func() error {
-		for p := 1000; p < 1060; p++ {
-			c, err := net.DialTimeout("tcp", netip.AddrPortFrom(web, uint16(p)).String(), time.Second)
-			if err == nil {
-				c.Close()
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if _, err := attacker.ConnectScan(web, 1000, 1060, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := attacker.Run(context.Background(), "curl", "-sS", "-o", "/dev/null", "http://"+c2.String()+"/beacon"); err != nil {

@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"runtime"
 	"time"
-
-	"github.com/vishvananda/netns"
 
 	"github.com/wardline/wardline/enforce"
 )
@@ -46,24 +43,20 @@ const (
 	benchSingleTime = 5 * time.Second
 )
 
-// LoadBench measures decisions per second into the kernel in a throwaway
-// network namespace (nothing else sees the table): n source blocks loaded
+// LoadBench measures decisions per second into the kernel in the network
+// namespace netnsFd (a throwaway one, lab.UnnamedNetns: nothing else may see
+// the table): n source blocks loaded
 // batch per Apply, then up to min(n, 5000) more one per Apply (for at most
 // 5 s), then the n re-added with a new expiry, then all deleted, batch per
 // Apply. The elements are /32s of
 // 198.18.0.0/15, then /128s of 2001:db8::/32 beyond its 131072 addresses,
 // expiring in ten minutes. It needs CAP_NET_ADMIN and CAP_SYS_ADMIN.
-func LoadBench(ctx context.Context, n, batch int) (BenchResult, error) {
+func LoadBench(ctx context.Context, netnsFd, n, batch int) (BenchResult, error) {
 	res := BenchResult{N: n, Batch: batch}
 	if n <= 0 || batch <= 0 {
 		return res, fmt.Errorf("nft load bench: n %d and batch %d must be positive", n, batch)
 	}
-	ns, err := throwawayNetns()
-	if err != nil {
-		return res, fmt.Errorf("nft load bench: %w", err)
-	}
-	defer ns.Close()
-	b, err := Open(Config{NetNSFd: int(ns), Create: true})
+	b, err := Open(Config{NetNSFd: netnsFd, Create: true})
 	if err != nil {
 		return res, fmt.Errorf("nft load bench: %w", err)
 	}
@@ -145,25 +138,4 @@ func benchPrefix(i int) netip.Prefix {
 	}
 	i -= 1 << 17
 	return netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 12: byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}), 128)
-}
-
-// throwawayNetns creates an unnamed network namespace that lives as long
-// as the returned handle is open. The thread that created it is never
-// unlocked, so Go discards it and the process stays where it was.
-func throwawayNetns() (netns.NsHandle, error) {
-	type result struct {
-		h   netns.NsHandle
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		h, err := netns.New()
-		if err != nil {
-			err = fmt.Errorf("create network namespace: %w", err)
-		}
-		ch <- result{h, err}
-	}()
-	r := <-ch
-	return r.h, r.err
 }

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/wardline/wardline/lab"
 )
 
 // TestLoadBench runs LoadBench small (WARDLINE_NFT_BENCH_N elements,
@@ -23,7 +25,12 @@ func TestLoadBench(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	r, err := LoadBench(ctx, n, batch)
+	ns, err := lab.UnnamedNetns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	r, err := LoadBench(ctx, int(ns), n, batch)
 	if err != nil {
 		t.Fatal(err)
 	}
