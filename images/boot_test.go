@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -46,6 +45,9 @@ const (
 	// longer than the broken update's 60 s gate plus its rollback, shorter
 	// than the boards' 10m so that the test ends.
 	guardDeadline = 3 * time.Minute
+	// The broken update's gate: how long the updater waits for it to
+	// become healthy and forward before rolling it back.
+	brokenGate = 60 * time.Second
 )
 
 func TestMain(m *testing.M) {
@@ -240,14 +242,14 @@ func TestBootImage(t *testing.T) {
 
 	imgC := filepath.Join(work, "wardline-c.img")
 	b.makeImage(imgC, "e2e-"+sfx+"-c", cfg, "github.com/wardline/wardline/images/brokend")
-	out, err = b.update(wardline, imgC, imgB, 60*time.Second)
+	out, err = b.update(wardline, imgC, imgB, brokenGate)
 	if err == nil || !strings.Contains(out, "rolled back") || !strings.Contains(out, "no forwarding progress") {
 		b.fatalf("broken update: %v, want it rolled back for lack of forwarding:\n%s", err, out)
 	}
 	b.release("e2e-" + sfx + "-b")
 	bad := updateResult(t, out)
 	figure(t, "rollback_s", bad.Rollback)
-	figure(t, "broken_update_total_s", bad.Push+60*time.Second+bad.Rollback)
+	figure(t, "broken_update_total_s", bad.Push+brokenGate+bad.Rollback)
 	b.eventually(30*time.Second, "client2 reaches the web server after the rollback", func() error { return fetch(c2, web) })
 	if err := fetch(c3, web); err == nil {
 		b.fatalf("the block on client3 did not survive the rollback")
@@ -404,7 +406,7 @@ func (b *box) startQEMU(qemu, img string, taps []*os.File) {
 // wardlinedLog reads gokrazy's log of /user/wardlined for up to window
 // and keeps it as an artifact.
 func (b *box) wardlinedLog(window time.Duration) string {
-	s, err := serviceLog(b.l.Host("mgmt").NS, lab.HostIface, guestLinkLocal, b.password, "/user/wardlined", window)
+	s, err := serviceLog(b.l.Host("mgmt"), guestLinkLocal, b.password, "/user/wardlined", window)
 	if err != nil && s == "" {
 		return fmt.Sprintf("(gokrazy /log: %v)", err)
 	}
@@ -549,16 +551,7 @@ func (b *box) update(wardline, img, previous string, timeout time.Duration) (str
 // scan connect-scans 40 closed ports of target from h.
 func scan(t *testing.T, h *lab.Host, target netip.Addr) {
 	t.Helper()
-	err := h.Do(func() error {
-		for p := 2000; p < 2040; p++ {
-			c, err := net.DialTimeout("tcp", netip.AddrPortFrom(target, uint16(p)).String(), 300*time.Millisecond)
-			if err == nil {
-				c.Close()
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if _, err := h.ConnectScan(target, 2000, 2040, 300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -40,21 +39,6 @@ func ipCmd(t *testing.T, args ...string) {
 	if err != nil {
 		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}
-}
-
-// newNamespace creates the named network namespace (as `ip netns add`
-// does, so `ip netns exec` works on it while debugging) and deletes it in
-// cleanup. Deleting the namespace also destroys the taps inside it once
-// QEMU, which holds their file descriptors, has exited.
-func newNamespace(t *testing.T, name string) {
-	t.Helper()
-	ipCmd(t, "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, bytes.TrimSpace(out))
-		}
-	})
-	ipCmd(t, "-n", name, "link", "set", "lo", "up")
 }
 
 // openTap creates tap device name inside namespace ns and returns its file
@@ -91,25 +75,6 @@ func openTap(t *testing.T, ns, name string) *os.File {
 	return f
 }
 
-// httpClientIn returns an HTTP client whose connections are made from
-// namespace ns: the socket is created on a thread inside ns and keeps that
-// namespace afterwards, whichever thread uses it.
-func httpClientIn(ns string, timeout time.Duration) *http.Client {
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := lab.Do(ns, func() error {
-			var err error
-			c, err = (&net.Dialer{Timeout: timeout}).DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}
-	return &http.Client{
-		Timeout:   timeout,
-		Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true},
-	}
-}
-
 // tail returns the last n lines of s.
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
@@ -122,18 +87,20 @@ func tail(s string, n int) string {
 // serviceLog returns what gokrazy's /log endpoint holds of service path's
 // stdout and stderr (its ring buffer), read for up to window. Services'
 // output goes there, not to the serial console; gokrazy's web interface
-// listens on eth0's link-local address, so it is reached from namespace ns
-// through dev (the tap) with the instance's update password.
-func serviceLog(ns, dev, guestLinkLocal, password, path string, window time.Duration) (string, error) {
+// listens on eth0's link-local address, so it is reached from host h (on
+// eth0's network) through h's interface, with the instance's update password.
+func serviceLog(h *lab.Host, guestLinkLocal, password, path string, window time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), window)
 	defer cancel()
-	u := fmt.Sprintf("http://[%s%%25%s]:80/log?stream=both&path=%s", guestLinkLocal, dev, path)
+	u := fmt.Sprintf("http://[%s%%25%s]:80/log?stream=both&path=%s", guestLinkLocal, h.Iface, path)
 	req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
 	if err != nil {
 		return "", err
 	}
 	req.SetBasicAuth("gokrazy", password)
-	resp, err := httpClientIn(ns, 0).Do(req)
+	c := h.HTTPClient()
+	c.Timeout = 0 // the log streams until window ends (ctx)
+	resp, err := c.Do(req)
 	if err != nil {
 		return "", err
 	}

@@ -24,7 +24,6 @@ package update
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +33,8 @@ import (
 	"time"
 
 	"github.com/gokrazy/updater"
+
+	"github.com/wardline/wardline/mgmt"
 )
 
 // Options configure an update.
@@ -67,6 +68,8 @@ type Options struct {
 	// Force updates even if the box already runs Image's release.
 	Force bool
 	Logf  func(format string, args ...any)
+
+	api *mgmt.Client // wardlined's management API through Client
 }
 
 // Outcome of an update.
@@ -121,7 +124,8 @@ func (o *Options) defaults() {
 	if !strings.HasSuffix(o.Box, "/") {
 		o.Box += "/"
 	}
-	o.API = strings.TrimSuffix(o.API, "/")
+	o.api = mgmt.NewClient(o.API)
+	o.api.HTTP = o.Client
 }
 
 // Run updates the box to o.Image. It returns the Result and nil when the
@@ -135,7 +139,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return res, fmt.Errorf("update: -timeout %v (+ the %v window and a minute to roll back) does not end before the box's guard reboots an unconfirmed test boot (%v)",
 			o.Timeout, o.Window, o.GuardDeadline)
 	}
-	h, err := getHealth(ctx, o.Client, o.API)
+	h, err := o.health(ctx)
 	switch {
 	case err != nil:
 		o.Logf("update: the box's management API does not answer (%v); updating anyway", err)
@@ -281,7 +285,7 @@ func (o *Options) waitHealthy(ctx context.Context, want, wrong string) string {
 	deadline := time.Now().Add(o.Timeout)
 	// The box answers with the old process until the reboot takes it down.
 	for {
-		if _, err := getHealth(ctx, o.Client, o.API); err != nil {
+		if _, err := o.health(ctx); err != nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -308,7 +312,7 @@ func (o *Options) waitHealthy(ctx context.Context, want, wrong string) string {
 // check is one attempt: done with "" on success, done with a reason on a
 // definite failure, not done with the current reason otherwise.
 func (o *Options) check(ctx context.Context, want, wrong string) (why string, done bool) {
-	h, err := getHealth(ctx, o.Client, o.API)
+	h, err := o.health(ctx)
 	switch {
 	case err != nil:
 		return err.Error(), false
@@ -319,14 +323,14 @@ func (o *Options) check(ctx context.Context, want, wrong string) (why string, do
 	case !h.Healthy:
 		return "unhealthy: " + h.FirstError, false
 	}
-	a, err := getStatus(ctx, o.Client, o.API)
+	a, err := o.status(ctx)
 	if err != nil {
 		return err.Error(), false
 	}
 	if sleep(ctx, o.Window) != nil {
 		return ctx.Err().Error(), true
 	}
-	b, err := getStatus(ctx, o.Client, o.API)
+	b, err := o.status(ctx)
 	if err != nil {
 		return err.Error(), false
 	}
@@ -357,13 +361,7 @@ func progress(a, b status, want uint64, window time.Duration) string {
 	return ""
 }
 
-// health and status are the parts of wardlined's answers the gate reads.
-type health struct {
-	Healthy    bool   `json:"healthy"`
-	Release    string `json:"release"`
-	FirstError string `json:"first_error"`
-}
-
+// status is the part of wardlined's /api/v1/status the gate reads.
 type status struct {
 	Release string `json:"release"`
 	Ports   []struct {
@@ -374,46 +372,22 @@ type status struct {
 	} `json:"ports"`
 }
 
-func getHealth(ctx context.Context, c *http.Client, api string) (health, error) {
-	var h health
-	// 503 carries the same JSON, naming the failing checks.
-	err := getJSON(ctx, c, api+"/health.json", &h, http.StatusOK, http.StatusServiceUnavailable)
-	return h, err
-}
+// apiTimeout bounds each request to the management API: a box that is
+// rebooting must not stall the gate's polling.
+const apiTimeout = 5 * time.Second
 
-func getStatus(ctx context.Context, c *http.Client, api string) (status, error) {
-	var s status
-	err := getJSON(ctx, c, api+"/api/v1/status", &s, http.StatusOK)
-	return s, err
-}
-
-func getJSON(ctx context.Context, c *http.Client, url string, out any, codes ...int) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+func (o *Options) health(ctx context.Context) (mgmt.Health, error) {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", url, err)
-	}
-	ok := false
-	for _, c := range codes {
-		ok = ok || resp.StatusCode == c
-	}
-	if !ok {
-		return fmt.Errorf("GET %s: %s: %.200s", url, resp.Status, body)
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("GET %s: %w", url, err)
-	}
-	return nil
+	return o.api.Health(ctx) // a 503 carries the same JSON, naming the failing checks
+}
+
+func (o *Options) status(ctx context.Context) (status, error) {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	var s status
+	err := o.api.Get(ctx, "/api/v1/status", &s)
+	return s, err
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
